@@ -1,0 +1,55 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Targets depend downwards only: ConntrackCore <- KernelConntrack <- ctsync.
+// C libraries are reached through system-library targets (pkg-config) and one
+// small shim with prefixed symbols for macros and constants Swift cannot import.
+let package = Package(
+    name: "ctsync",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "ctsync", targets: ["ctsync"]),
+        .library(name: "ConntrackCore", targets: ["ConntrackCore"]),
+        .library(name: "KernelConntrack", targets: ["KernelConntrack"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .target(name: "ConntrackCore"),
+        .systemLibrary(
+            name: "CNetfilterConntrack",
+            pkgConfig: "libnetfilter_conntrack",
+            providers: [.apt(["libnetfilter-conntrack-dev", "libmnl-dev"])]
+        ),
+        .systemLibrary(
+            name: "CPcap",
+            pkgConfig: "libpcap",
+            providers: [.apt(["libpcap-dev"])]
+        ),
+        .target(name: "CConntrackShim", cSettings: [.define("_GNU_SOURCE")]),
+        .target(
+            name: "KernelConntrack",
+            dependencies: [
+                "ConntrackCore", "CNetfilterConntrack", "CConntrackShim",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "ctsync",
+            dependencies: [
+                "ConntrackCore", "KernelConntrack",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "ConntrackCoreTests", dependencies: ["ConntrackCore"]),
+        .testTarget(name: "KernelConntrackTests", dependencies: ["KernelConntrack", "ConntrackCore"]),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["KernelConntrack", "ConntrackCore"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,4 @@
+#include <stdint.h>
+#include <sys/types.h>
+#include <libmnl/libmnl.h>
+#include <libnetfilter_conntrack/libnetfilter_conntrack.h>

@@ -1,0 +1,98 @@
+import ConntrackCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Which ctnetlink multicast groups to follow.
+public struct EventMask: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    // Legacy group bitmask: group N is bit N-1 (NFNLGRP_CONNTRACK_NEW = 1, ...).
+    public static let new = EventMask(rawValue: 1 << 0)
+    public static let update = EventMask(rawValue: 1 << 1)
+    public static let destroy = EventMask(rawValue: 1 << 2)
+    public static let expectNew = EventMask(rawValue: 1 << 3)
+    public static let expectUpdate = EventMask(rawValue: 1 << 4)
+    public static let expectDestroy = EventMask(rawValue: 1 << 5)
+    public static let allEntries: EventMask = [.new, .update, .destroy]
+    public static let allExpectations: EventMask = [.expectNew, .expectUpdate, .expectDestroy]
+}
+
+/// One item of an event stream.
+public enum ConntrackEvent: Sendable, Equatable {
+    case entry(EventKind, ConntrackEntry)
+    case expectation(EventKind, Expectation)
+    /// The socket's receive buffer overflowed (ENOBUFS): an unknown number of
+    /// events was lost between the previous item and the next one.
+    case gap
+}
+
+/// Follows the kernel's conntrack events in the current network namespace.
+/// An overflow is reported as `.gap` and the stream goes on.
+public final class EventStream: @unchecked Sendable {
+    let socket: NetlinkSocket
+    private let buffer: UnsafeMutableRawBufferPointer
+    private var pending: [ConntrackEvent] = []
+    public private(set) var gaps = 0
+
+    /// - Parameter bufferSize: the socket receive buffer in bytes (nil: the system default).
+    public init(mask: EventMask, bufferSize: Int? = nil) throws {
+        socket = try NetlinkSocket(groups: mask.rawValue)
+        if let bufferSize { socket.setReceiveBuffer(bufferSize) }
+        buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 8)
+    }
+
+    deinit { buffer.deallocate() }
+
+    public var receiveBufferSize: Int { socket.receiveBufferSize }
+    public var fileDescriptor: Int32 { socket.fd }
+
+    /// Blocks until the next event (or gap). Returns nil when `timeoutMilliseconds`
+    /// passes first; a negative timeout waits forever.
+    public func next(timeoutMilliseconds: Int32 = -1) throws -> ConntrackEvent? {
+        while pending.isEmpty {
+            var pfd = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
+            let r = poll(&pfd, 1, timeoutMilliseconds)
+            if r == 0 { return nil }
+            if r < 0 {
+                if errno == EINTR { return nil }
+                throw ConntrackError(.system(errno), operation: "wait for events")
+            }
+            let n: Int
+            do {
+                n = try socket.receive(into: buffer, operation: "receive events")
+            } catch let e as ConntrackError where e.errno == ENOBUFS {
+                gaps += 1
+                return .gap
+            }
+            try EventStream.decode(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), into: &pending)
+        }
+        return pending.removeFirst()
+    }
+
+    /// Decodes the event messages of one datagram.
+    public static func decode(_ d: UnsafeRawBufferPointer, into out: inout [ConntrackEvent]) throws {
+        var off = 0
+        while off + NL.headerSize <= d.count {
+            let len = Int(d.loadUnaligned(fromByteOffset: off, as: UInt32.self))
+            let type = d.loadUnaligned(fromByteOffset: off + 4, as: UInt16.self)
+            let flags = d.loadUnaligned(fromByteOffset: off + 6, as: UInt16.self)
+            guard len >= NL.headerSize + NL.nfgenSize, off + len <= d.count else {
+                throw ConntrackError(.malformed("event message length \(len)"), operation: "decode event")
+            }
+            let subsys = type >> 8, msg = type & 0xff
+            let family = d[off + NL.headerSize]
+            let attrs = UnsafeRawBufferPointer(rebasing: d[(off + NL.headerSize + NL.nfgenSize)..<(off + len)])
+            let kind: EventKind
+            if msg == CtMsg.delete { kind = .destroy }
+            else if flags & (NL.create | NL.excl) != 0 { kind = .new }
+            else { kind = .update }
+            if subsys == NL.subsysConntrack && (msg == CtMsg.new || msg == CtMsg.delete) {
+                out.append(.entry(kind, try CtNetlinkCodec.decodeEntry(family: family, attributes: attrs)))
+            } else if subsys == NL.subsysExpect && (msg == CtMsg.new || msg == CtMsg.delete) {
+                out.append(.expectation(kind, try CtNetlinkCodec.decodeExpectation(attributes: attrs)))
+            }
+            off += (len + 3) & ~3
+        }
+    }
+}

@@ -1,0 +1,459 @@
+import ConntrackCore
+import Foundation
+import KernelConntrack
+#if canImport(Glibc)
+import Glibc
+#endif
+
+nonisolated(unsafe) var stopRequested: sig_atomic_t = 0
+
+/// Carries out a parsed conntrack(8) command against the kernel and prints what
+/// conntrack 1.4.7 prints. Returns the exit status (0, 1 for failures and for
+/// -D/-U/-G/-I that touched nothing, 2 for parameter problems).
+struct ConntrackRunner {
+    var args: ConntrackArguments
+    /// The prefix of stderr messages ("conntrack v1.4.7 (conntrack-tools)" for the drop-in).
+    var program: String
+    let out = OutputSink()
+
+    func note(_ s: String) { printError("\(program): \(s)") }
+
+    var labelNames: [Int: String]? { LabelMap.load() }
+
+    func textOptions() -> TextFormatOptions {
+        var t = args.text
+        t.now = UInt64(time(nil))
+        if args.outputLabels { t.labelNames = labelNames ?? [:] }
+        return t
+    }
+
+    func run() -> Int32 {
+        do {
+            return try execute()
+        } catch let p as ParameterProblem {
+            out.flush()
+            note(p.description)
+            return 2
+        } catch let e as ConntrackError {
+            out.flush()
+            note(ConntrackRunner.message(e))
+            return 1
+        } catch {
+            out.flush()
+            note("\(error)")
+            return 1
+        }
+    }
+
+    /// conntrack's wording for the common kernel errors, with the errno name kept.
+    static func message(_ e: ConntrackError) -> String {
+        switch e.errno {
+        case ENOENT?: return "Operation failed: such conntrack doesn't exist (\(e.operation))"
+        case EEXIST?: return "Operation failed: conntrack already exists (\(e.operation))"
+        case EPERM?: return "Operation failed: permission denied (\(e.operation))"
+        case EINVAL?: return "Operation failed: invalid parameters (\(e.operation))"
+        default: return e.description
+        }
+    }
+
+    func execute() throws -> Int32 {
+        switch args.command {
+        case .version:
+            out.write("conntrack v1.4.7 (conntrack-tools) [ctsync]\n"); out.flush(); return 0
+        case .help:
+            out.write(ConntrackRunner.usage); out.flush(); return 0
+        case .list: return try list()
+        case .get: return try get()
+        case .create, .add: return try create(ignoreExisting: args.command == .add)
+        case .update: return try update()
+        case .delete: return try delete()
+        case .flush: return try flush()
+        case .count: return try count()
+        case .stats: return try stats()
+        case .event: return try events()
+        case .load: return try load()
+        }
+    }
+
+    func kernelFilter() -> KernelFilter {
+        var k = KernelFilter(family: args.family)
+        if let m = args.mark { k.mark = m; k.markMask = args.markMask ?? 0xffff_ffff }
+        if let s = args.status { k.status = s; k.statusMask = s }
+        return k
+    }
+
+    // MARK: -L
+
+    func list() throws -> Int32 {
+        let table = try ConntrackTable(allowHostTableWrites: args.hostTable)
+        var counter = 0
+        if args.table == "expect" {
+            let opts = textOptions()
+            _ = try table.dumpExpectations(family: args.family) { x in
+                ConntrackText.write(x, options: opts, to: &out.bytes)
+                out.lineDone()
+                counter += 1
+            }
+            out.flush()
+            note("\(counter) expectations have been shown.")
+            return 0
+        }
+        let list = ConntrackList(rawValue: args.table) ?? .conntrack
+        let opts = textOptions()
+        let filter = args.filter
+        let lossless = ConntrackSave.Options(lossless: true, labelNames: labelNames)
+        var xmlOpen = false
+        let summary = try table.dump(list: list, filter: kernelFilter(), zeroCounters: args.options.contains(.zero)) { e in
+            guard filter.matches(e) else { return }
+            write(e, event: nil, options: opts, save: lossless, xmlOpen: &xmlOpen)
+            counter += 1
+        }
+        if xmlOpen { out.write(ConntrackXML.footer) }
+        out.flush()
+        if summary.interrupted { note("WARNING: the table changed during the dump (NLM_F_DUMP_INTR); entries may be missing or repeated") }
+        note("\(counter) flow entries have been shown.")
+        return 0
+    }
+
+    func write(_ e: ConntrackEntry, event: EventKind?, options: TextFormatOptions, save: ConntrackSave.Options, xmlOpen: inout Bool) {
+        switch args.output {
+        case .text: ConntrackText.write(e, event: event, options: options, to: &out.bytes)
+        case .json: ConntrackJSON.write(e, event: event, to: &out.bytes)
+        case .save: ConntrackSave.write(e, event: event ?? .new, options: save, to: &out.bytes)
+        case .xml:
+            if !xmlOpen && event == nil { out.write(ConntrackXML.header); xmlOpen = true }
+            ConntrackXML.write(e, event: event, now: options.now, to: &out.bytes)
+        }
+        out.lineDone()
+    }
+
+    // MARK: -G
+
+    func get() throws -> Int32 {
+        guard let t = args.originalTuple() else { throw ParameterProblem("missing tuple") }
+        let table = try ConntrackTable(allowHostTableWrites: args.hostTable)
+        let e = try table.get(t, zone: args.zone)
+        var xmlOpen = false
+        write(e, event: nil, options: textOptions(), save: ConntrackSave.Options(labelNames: labelNames), xmlOpen: &xmlOpen)
+        if xmlOpen { out.write(ConntrackXML.footer) }
+        out.flush()
+        note("1 flow entries have been shown.")
+        return 0
+    }
+
+    // MARK: -I / -A
+
+    func create(ignoreExisting: Bool) throws -> Int32 {
+        guard var e = args.entry(labelNames: labelNames) else { throw ParameterProblem("missing tuple") }
+        if e.status == nil { e.status = [] }
+        let table = try ConntrackTable(allowHostTableWrites: args.hostTable)
+        do {
+            try table.perform(.create(e, sourceNAT: args.srcNAT, destinationNAT: args.dstNAT, ignoreExisting: ignoreExisting))
+        } catch let err as ConntrackError where ignoreExisting && err.errno == EEXIST {
+        }
+        note("1 flow entries have been created.")
+        return 0
+    }
+
+    // MARK: -U
+
+    func update() throws -> Int32 {
+        let table = try ConntrackTable(allowHostTableWrites: args.hostTable)
+        var matches: [ConntrackEntry] = []
+        _ = try table.dump(filter: kernelFilterForChanges()) { e in
+            if args.filterForChanges.matches(e) { matches.append(e) }
+        }
+        let names = labelNames
+        var writes: [TableWrite] = []
+        for var e in matches {
+            var u = ConntrackEntry(original: e.original, reply: e.reply)
+            u.zone = e.zone
+            if let t = args.timeout { u.timeout = t }
+            if let m = args.mark {
+                // -m value/mask on update sets the masked bits only.
+                let mask = args.markMask ?? 0xffff_ffff
+                u.mark = (e.mark ?? 0) & ~mask | m & mask
+            }
+            if let s = args.status { u.status = s.union(e.status ?? []) }
+            if !args.labelsAdd.isEmpty || args.labelsDel != nil || !args.labels.isEmpty {
+                var l = e.labels ?? Labels()
+                for n in args.labelsAdd + args.labels { if let b = LabelMap.bit(of: n, in: names) { l.set(b) } }
+                if let del = args.labelsDel {
+                    if del.isEmpty { l = Labels() }
+                    for n in del { if let b = LabelMap.bit(of: n, in: names) {
+                        if b < 64 { l.low &= ~(1 << UInt64(b)) } else { l.high &= ~(1 << UInt64(b - 64)) } } }
+                }
+                u.labels = l
+            }
+            e = u
+            writes.append(.update(e))
+        }
+        let failures = try table.apply(writes)
+        let updated = writes.count - failures.filter { $0.error.errno != ENOENT }.count - failures.filter { $0.error.errno == ENOENT }.count
+        if let f = failures.first(where: { $0.error.errno != ENOENT }) { throw f.error }
+        if args.output != .text || true {
+            // conntrack prints each updated entry; re-read them so the output shows the new values.
+            var xmlOpen = false
+            let opts = textOptions()
+            let failed = Set(failures.map(\.index))
+            for (i, w) in writes.enumerated() where !failed.contains(i) {
+                if case .update(let e) = w, let now = try? table.get(e.original, zone: e.zone) {
+                    write(now, event: nil, options: opts, save: ConntrackSave.Options(labelNames: names), xmlOpen: &xmlOpen)
+                }
+            }
+            if xmlOpen { out.write(ConntrackXML.footer) }
+        }
+        out.flush()
+        note("\(updated) flow entries have been updated.")
+        return updated == 0 ? 1 : 0
+    }
+
+    func kernelFilterForChanges() -> KernelFilter {
+        // For -U/-D the mark and status select entries, as in conntrack.
+        var k = KernelFilter(family: args.family)
+        if args.command == .delete, let m = args.mark { k.mark = m; k.markMask = args.markMask ?? 0xffff_ffff }
+        return k
+    }
+
+    // MARK: -D
+
+    func delete() throws -> Int32 {
+        let table = try ConntrackTable(allowHostTableWrites: args.hostTable)
+        if args.table == "expect" {
+            guard let t = args.originalTuple() else { throw ParameterProblem("missing tuple") }
+            try table.deleteExpectation(t)
+            note("1 expectations have been deleted.")
+            return 0
+        }
+        var victims: [ConntrackEntry] = []
+        let opts = textOptions()
+        _ = try table.dump(filter: kernelFilterForChanges()) { e in
+            if args.filterForChanges.matches(e) { victims.append(e) }
+        }
+        let writes = victims.map { TableWrite.delete($0.original, zone: $0.zone, id: $0.id) }
+        let failures = try table.apply(writes)
+        if let f = failures.first(where: { $0.error.errno != ENOENT }) { throw f.error }
+        let failed = Set(failures.map(\.index))
+        var xmlOpen = false
+        for (i, e) in victims.enumerated() where !failed.contains(i) {
+            write(e, event: nil, options: opts, save: ConntrackSave.Options(labelNames: labelNames), xmlOpen: &xmlOpen)
+        }
+        if xmlOpen { out.write(ConntrackXML.footer) }
+        out.flush()
+        let deleted = victims.count - failed.count
+        note("\(deleted) flow entries have been deleted.")
+        return deleted == 0 ? 1 : 0
+    }
+
+    // MARK: -F, -C, -S
+
+    func flush() throws -> Int32 {
+        let table = try ConntrackTable(allowHostTableWrites: args.hostTable)
+        if args.table == "expect" {
+            try table.flush(family: args.family, expectations: true)
+            note("expectation table has been emptied.")
+        } else {
+            try table.flush(family: args.family)
+            note("connection tracking table has been emptied.")
+        }
+        return 0
+    }
+
+    func count() throws -> Int32 {
+        let table = try ConntrackTable(allowHostTableWrites: args.hostTable)
+        if args.table == "expect" {
+            var n = 0
+            _ = try table.dumpExpectations { _ in n += 1 }
+            out.write("\(n)\n")
+        } else {
+            out.write("\(try table.count().entries)\n")
+        }
+        out.flush()
+        return 0
+    }
+
+    func stats() throws -> Int32 {
+        let table = try ConntrackTable(allowHostTableWrites: args.hostTable)
+        let expect = args.table == "expect"
+        for s in try table.cpuStats(expectations: expect) {
+            var line = "cpu=\(s.cpu)"
+            while line.count < 8 { line += " " }
+            line += "\t"
+            for v in s.values { line += "\(v.name)=\(v.value) " }
+            out.write(line + (expect ? "" : "\n"))
+        }
+        out.flush()
+        return 0
+    }
+
+    // MARK: -E
+
+    func events() throws -> Int32 {
+        var mask = args.eventMask ?? .allEntries
+        if args.table == "expect" {
+            mask = EventMask(rawValue: (args.eventMask ?? .allEntries).rawValue << 3)
+        }
+        let stream = try EventStream(mask: mask, bufferSize: args.bufferSize)
+        signal(SIGINT) { _ in stopRequested = 1 }
+        signal(SIGTERM) { _ in stopRequested = 1 }
+        let opts = textOptions()
+        let save = ConntrackSave.Options(labelNames: labelNames)
+        var xmlOpen = false
+        var known: [EntryKey: ConntrackEntry] = [:]
+        let table = args.resync ? try ConntrackTable(allowHostTableWrites: true) : nil
+        if let table {
+            _ = try table.dump(filter: KernelFilter(family: args.family)) { e in known[EntryKey(e)] = e }
+        }
+        var counter = 0
+        if args.output == .xml { out.write(ConntrackXML.header); xmlOpen = true }
+        while stopRequested == 0 {
+            guard let ev = try stream.next(timeoutMilliseconds: 250) else { out.flush(); continue }
+            switch ev {
+            case .entry(let kind, let e):
+                if let _ = table {
+                    if kind == .destroy { known[EntryKey(e)] = nil } else { known[EntryKey(e), default: e] = e }
+                }
+                guard args.filter.matches(e) else { continue }
+                write(e, event: kind, options: opts, save: save, xmlOpen: &xmlOpen)
+                counter += 1
+            case .expectation(let kind, let x):
+                ConntrackText.write(x, event: kind, options: opts, to: &out.bytes)
+                out.lineDone()
+                counter += 1
+            case .gap:
+                out.flush()
+                if args.output == .json { out.write("{\"v\":1,\"gap\":true}\n") }
+                note("WARNING: event overflow (ENOBUFS): an unknown number of events was lost")
+                if let table {
+                    // Re-dump and emit what changed while events were lost.
+                    var fresh: [EntryKey: ConntrackEntry] = [:]
+                    _ = try table.dump(filter: KernelFilter(family: args.family)) { e in fresh[EntryKey(e)] = e }
+                    for (k, e) in fresh where args.filter.matches(e) {
+                        if let old = known[k] {
+                            if !old.sameState(as: e) { write(e, event: .update, options: opts, save: save, xmlOpen: &xmlOpen) }
+                        } else { write(e, event: .new, options: opts, save: save, xmlOpen: &xmlOpen) }
+                    }
+                    for (k, e) in known where fresh[k] == nil && args.filter.matches(e) {
+                        write(e, event: .destroy, options: opts, save: save, xmlOpen: &xmlOpen)
+                    }
+                    known = fresh
+                    note("resynchronised: \(fresh.count) entries re-read")
+                }
+            }
+            if stream.gaps == 0 && counter % 64 == 0 { out.flush() }
+        }
+        if xmlOpen { out.write(ConntrackXML.footer) }
+        out.flush()
+        note("\(counter) flow events have been shown.")
+        return 0
+    }
+
+    // MARK: -R
+
+    /// Loads `save` lines: creates go to the kernel in one batched write.
+    func load() throws -> Int32 {
+        guard let path = args.loadFile else { throw ParameterProblem("-R needs a file name or -") }
+        let data: Data
+        if path == "-" {
+            data = FileHandle.standardInput.readDataToEndOfFile()
+        } else {
+            guard let d = FileManager.default.contents(atPath: path) else {
+                throw ParameterProblem("cannot read `\(path)'")
+            }
+            data = d
+        }
+        guard let text = String(data: data, encoding: .utf8) else { throw ParameterProblem("`\(path)' is not text") }
+        let names = labelNames
+        var writes: [TableWrite] = []
+        var lineNo = 0
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            lineNo += 1
+            let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+            if words.isEmpty || words[0].hasPrefix("#") { continue }
+            guard ["-A", "-I", "-U", "-D", "--add", "--create", "--update", "--delete"].contains(words[0]) else {
+                throw ParameterProblem("line \(lineNo): only -I, -A, -U and -D are allowed in a load file")
+            }
+            let a: ConntrackArguments
+            do { a = try ConntrackArguments.parse(words, labelNames: { names }) }
+            catch let p as ParameterProblem { throw ParameterProblem("line \(lineNo): \(p.description)") }
+            switch a.command {
+            case .create, .add:
+                guard var e = a.entry(labelNames: names) else { throw ParameterProblem("line \(lineNo): missing tuple") }
+                if e.status == nil { e.status = [] }
+                writes.append(.create(e, sourceNAT: a.srcNAT, destinationNAT: a.dstNAT, ignoreExisting: a.command == .add))
+            case .update:
+                guard let e = a.entry(labelNames: names) else { throw ParameterProblem("line \(lineNo): missing tuple") }
+                writes.append(.update(e))
+            case .delete:
+                guard let t = a.originalTuple() else { throw ParameterProblem("line \(lineNo): missing tuple") }
+                writes.append(.delete(t, zone: a.zone, id: nil))
+            default:
+                throw ParameterProblem("line \(lineNo): only -I, -A, -U and -D are allowed in a load file")
+            }
+        }
+        let table = try ConntrackTable(allowHostTableWrites: args.hostTable)
+        let failures = try table.apply(writes)
+        var hard = 0
+        for f in failures {
+            if case .create(_, _, _, true) = writes[f.index], f.error.errno == EEXIST { continue }
+            hard += 1
+            note("entry \(f.index + 1): \(ConntrackRunner.message(f.error))")
+        }
+        note("\(writes.count - hard) flow entries have been loaded.")
+        return hard == 0 ? 0 : 1
+    }
+
+    static let usage = """
+    Command line interface for the connection tracking system (ctsync drop-in for conntrack 1.4.7)
+    Usage: ctsync conntrack [commands] [options]
+
+    Commands:
+      -L [table] [options]\t\tList conntrack or expectation table
+      -G [table] parameters\t\tGet conntrack or expectation
+      -D [table] parameters\t\tDelete conntrack or expectation
+      -I [table] parameters\t\tCreate a conntrack or expectation
+      -U [table] parameters\t\tUpdate a conntrack
+      -E [table] [options]\t\tShow events
+      -F [table]\t\t\tFlush table
+      -C [table]\t\t\tShow counter
+      -S\t\t\t\tShow statistics
+      -A [table] parameters\t\tAdd a conntrack (no error if it exists)
+      -R FILE|-\t\t\tLoad `-o save` lines in one netlink batch
+
+    Tables: conntrack, expect, dying, unconfirmed
+    Options: -s -d -r -q ADDR[/LEN], -p PROTO, --sport --dport --reply-port-src --reply-port-dst,
+      --state, --icmp-type/--icmp-code/--icmp-id, --srckey/--dstkey, -t TIMEOUT, -u STATUS,
+      -m MARK[/MASK], -c SECMARK, -w ZONE, --orig-zone, --reply-zone, -f ipv4|ipv6,
+      -n/-g/-j [IP[:PORT]], -l/--label-add/--label-del LABELS, -e EVENTS, -b BYTES, -z,
+      -o extended,xml,save,json,id,ktimestamp,labels, --host-table, --resync
+
+    """
+}
+
+/// How entries are matched across dumps: zone plus original tuple.
+struct EntryKey: Hashable {
+    var zone: UInt16
+    var tuple: Tuple
+    init(_ e: ConntrackEntry) { zone = e.zone ?? 0; tuple = e.original }
+}
+
+extension ConntrackEntry {
+    /// Equal in everything but the fields that move by themselves (timeout, counters, use).
+    func sameState(as o: ConntrackEntry) -> Bool {
+        var a = self, b = o
+        a.timeout = nil; b.timeout = nil
+        a.countersOriginal = nil; b.countersOriginal = nil
+        a.countersReply = nil; b.countersReply = nil
+        a.use = nil; b.use = nil
+        return a == b
+    }
+}
+
+extension ConntrackArguments {
+    /// For -U and -D: the tuple options select entries; mark/status/timeout are the change (-U).
+    var filterForChanges: EntryFilter {
+        var f = filter
+        if command == .update { f.mark = nil; f.status = nil; f.labels = nil }
+        return f
+    }
+}
