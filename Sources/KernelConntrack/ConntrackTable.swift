@@ -66,11 +66,18 @@ public struct CPUStats: Sendable, Equatable {
 
 /// Tells whether this process runs in the host's (initial) network namespace.
 public enum NetworkNamespace {
-    /// True when /proc/self/ns/net is the namespace of PID 1, or when that cannot be told.
+    /// The inode the kernel gives the initial network namespace (PROC_NET_INIT_INO, fixed since 6.x).
+    static let initialInode: UInt = 0xEFFF_FFF9
+
+    /// True when /proc/self/ns/net is PID 1's namespace or carries the initial
+    /// namespace's fixed inode; also true when our own namespace cannot be read.
     public static func isInitial() -> Bool {
         var mine = stat(), init1 = stat()
-        guard stat("/proc/self/ns/net", &mine) == 0, stat("/proc/1/ns/net", &init1) == 0 else { return true }
-        return mine.st_ino == init1.st_ino && mine.st_dev == init1.st_dev
+        guard stat("/proc/self/ns/net", &mine) == 0 else { return true }
+        if stat("/proc/1/ns/net", &init1) == 0 {
+            return mine.st_ino == init1.st_ino && mine.st_dev == init1.st_dev
+        }
+        return UInt(mine.st_ino) == initialInode
     }
 }
 
@@ -337,7 +344,8 @@ public final class ConntrackTable: @unchecked Sendable {
                 | Status.srcNAT.rawValue | Status.dstNAT.rawValue | Status.srcNATDone.rawValue | Status.dstNATDone.rawValue
                 | Status.seqAdjust.rawValue | Status.template.rawValue | Status.natClash.rawValue | Status.offload.rawValue
                 | Status.hwOffload.rawValue | Status.helper.rawValue))
-            b.attrBE32(CTA.status, settable.rawValue)
+            // The kernel compares CONFIRMED too: it is always set on a create or update.
+            b.attrBE32(CTA.status, settable.rawValue | Status.confirmed.rawValue)
         }
         if let p = e.protoInfo { CtNetlinkCodec.encodeProtoInfo(p, into: &b) }
         if let m = e.mark { b.attrBE32(CTA.mark, m) }

@@ -256,7 +256,7 @@ struct ConntrackArguments {
         case "u":
             opt = .status
             var s = Status()
-            for part in try need().split(separator: ",") {
+            for part in try need().split(separator: ",") where part != "UNSET" {
                 guard let bit = Status.settableByName[String(part)] else { throw ParameterProblem("Bad parameter `\(part)'") }
                 s.insert(bit)
             }
@@ -324,6 +324,7 @@ struct ConntrackArguments {
             opt = .output
             for part in try need().split(separator: ",") {
                 switch part {
+                case "text", "default": output = .text
                 case "xml": output = .xml
                 case "extended": text.showLayer3 = true
                 case "timestamp": showTimestamp = true

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import ConntrackCore
 import KernelConntrack
 #if canImport(Glibc)
@@ -17,7 +18,7 @@ struct Ctsync: ParsableCommand {
         Writes are refused in the host's own network namespace unless --host-table is given.
         """,
         subcommands: [Dump.self, Get.self, Create.self, Update.self, Delete.self, Flush.self,
-                      Count.self, Stats.self, Events.self, Conntrack.self]
+                      Count.self, Stats.self, Events.self, Conntrack.self, Show.self]
     )
 }
 
@@ -120,6 +121,45 @@ extension Ctsync {
             }
             let status = ConntrackRunner(args: parsed, program: program).run()
             if status != 0 { throw ExitCode(status) }
+        }
+    }
+}
+
+extension Ctsync {
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print a JSON-lines snapshot (from `ctsync dump -o json`) in another format.")
+        @Argument(help: "JSON-lines file, or - for standard input") var file: String
+        @Option(name: .shortAndLong, help: "text|extended|save|xml|json, with conntrack's -o modifiers") var output = "text"
+
+        func run() throws {
+            let parsed: ConntrackArguments
+            do {
+                parsed = try ConntrackArguments.parse(["-o", output], fixed: .list, labelNames: { LabelMap.load() })
+            } catch {
+                printError("ctsync show: \(error)")
+                throw ExitCode(2)
+            }
+            let runner = ConntrackRunner(args: parsed, program: "ctsync show")
+            guard let text = file == "-" ? String(data: FileHandle.standardInput.readDataToEndOfFile(), encoding: .utf8)
+                    : (try? String(contentsOfFile: file, encoding: .utf8)) else {
+                printError("ctsync show: cannot read \(file) as UTF-8 text")
+                throw ExitCode(2)
+            }
+            var entries: [ConntrackEntry] = []
+            for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where !line.isEmpty {
+                do { entries.append(try ConntrackJSON.decode(line: line).0) } catch {
+                    printError("ctsync show: \(file):\(n + 1): \(error)")
+                    throw ExitCode(2)
+                }
+            }
+            var xmlOpen = false
+            let opts = runner.textOptions()
+            for e in entries {
+                runner.write(e, event: nil, options: opts, save: ConntrackSave.Options(), xmlOpen: &xmlOpen)
+            }
+            if xmlOpen { runner.out.write(ConntrackXML.footer) }
+            runner.out.flush()
         }
     }
 }

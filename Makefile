@@ -1,0 +1,34 @@
+# Quick start: `make demo` then `make test`. Both install what is missing when run as root.
+SWIFT ?= swift
+PACKAGES := libnetfilter-conntrack-dev libmnl-dev libpcap-dev pkg-config conntrack nftables tcpdump iproute2 iputils-ping netcat-openbsd
+
+.PHONY: all build release deps test unit-test integration-test demo bench clean
+
+all: build
+
+deps:
+	@missing=$$(for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "missing packages (run as root or install them): $$missing" >&2; exit 1; fi; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+# Unit tests need no root; integration tests run as root in their own network
+# namespaces and fail (not skip) when CI is set and they cannot run.
+test: build
+	$(SWIFT) test --parallel --num-workers 1
+
+demo: build
+	@bash contrib/demo.sh .build/debug/ctsync
+
+bench: release
+	@bash contrib/bench/run.sh
+
+clean:
+	rm -rf .build
