@@ -7,6 +7,12 @@ struct ParameterProblem: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
+/// A failure conntrack reports with exit status 1 while parsing.
+struct OtherProblem: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
 /// conntrack(8)'s command-line vocabulary, parsed the way conntrack 1.4.7 parses
 /// it (getopt_long with its option table and its command × option matrix).
 /// Used by `ctsync conntrack …` and, with the command fixed, by `ctsync dump …` etc.
@@ -118,8 +124,10 @@ struct ConntrackArguments {
 
     /// Parses conntrack's argv (without the program name).
     /// - Parameter fixed: the command implied by a ctsync subcommand (nil for `ctsync conntrack`).
-    static func parse(_ argv: [String], fixed: Command? = nil, labelNames: () -> [Int: String]?) throws -> ConntrackArguments {
+    static func parse(_ argv: [String], fixed: Command? = nil, lenient: Bool = false,
+                      labelNames: () -> [Int: String]?) throws -> ConntrackArguments {
         var a = ConntrackArguments()
+        a.lenient = lenient
         var commandSeen: Command? = fixed
         if let fixed { a.command = fixed }
         var i = 0
@@ -182,7 +190,8 @@ struct ConntrackArguments {
                         // Bundled flags like -Lz: push the rest back.
                         var rest = argv
                         rest.insert("-" + String(chars.dropFirst()), at: i)
-                        return try parse(Array(argv[..<(i - 1)]) + [String("-" + String(key))] + Array(rest[i...]), fixed: fixed, labelNames: labelNames)
+                        return try parse(Array(argv[..<(i - 1)]) + [String("-" + String(key))] + Array(rest[i...]), fixed: fixed,
+                                         lenient: lenient, labelNames: labelNames)
                     }
                     value = String(chars.dropFirst())
                 } else if kind == 1 {
@@ -279,10 +288,10 @@ struct ConntrackArguments {
             opt = .mark
             let v = try need()
             let parts = v.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let m = ConntrackArguments.number(parts[0]) else { throw ParameterProblem("Bad parameter `\(v)'") }
+            guard let m = number(parts[0]) else { throw ParameterProblem("Bad parameter `\(v)'") }
             mark = m; filter.mark = m
             if parts.count == 2 {
-                guard let mk = ConntrackArguments.number(parts[1]) else { throw ParameterProblem("Bad parameter `\(v)'") }
+                guard let mk = number(parts[1]) else { throw ParameterProblem("Bad parameter `\(v)'") }
                 markMask = mk; filter.markMask = mk
             }
         case "c":
@@ -337,7 +346,8 @@ struct ConntrackArguments {
                 }
             }
             if output == .save && (text.showLayer3 || showTimestamp || text.showID || text.showKernelTimestamps || outputLabels) {
-                throw ParameterProblem("cannot combine save output with any other output type, use -o save only")
+                // conntrack reports this one as a general failure (exit 1), not a parameter problem.
+                throw OtherProblem("cannot combine save output with any other output type, use -o save only")
             }
         case "b":
             opt = .bufferSize
@@ -345,15 +355,15 @@ struct ConntrackArguments {
             bufferSize = b
         case "w":
             opt = .zone
-            guard let z = ConntrackArguments.number(Substring(try need())), z <= 65535 else { throw ParameterProblem("Bad parameter `\(value!)'") }
+            guard let z = number(Substring(try need()), bits: 16) else { throw ParameterProblem("Bad parameter `\(value!)'") }
             zone = UInt16(z); filter.zone = UInt16(z)
         case "(":
             opt = .origZone
-            guard let z = ConntrackArguments.number(Substring(try need())), z <= 65535 else { throw ParameterProblem("Bad parameter `\(value!)'") }
+            guard let z = number(Substring(try need()), bits: 16) else { throw ParameterProblem("Bad parameter `\(value!)'") }
             origZone = UInt16(z); filter.originalZone = UInt16(z)
         case ")":
             opt = .replyZone
-            guard let z = ConntrackArguments.number(Substring(try need())), z <= 65535 else { throw ParameterProblem("Bad parameter `\(value!)'") }
+            guard let z = number(Substring(try need()), bits: 16) else { throw ParameterProblem("Bad parameter `\(value!)'") }
             replyZone = UInt16(z); filter.replyZone = UInt16(z)
         case "l", "<", ">":
             opt = key == "l" ? .label : key == "<" ? .labelAdd : .labelDel
@@ -373,13 +383,24 @@ struct ConntrackArguments {
         default:
             throw ParameterProblem("unknown option `-\(key)'")
         }
-        if options.contains(opt) && opt != .label && opt != .labelAdd && opt != .labelDel {
-            throw ParameterProblem("multiple `-\(key)' flags not allowed")
-        }
         options.insert(opt)
     }
 
     /// Parses a decimal or 0x-hex number as conntrack's strtoul(…, 0) does.
+    /// conntrack 1.4.7 reads marks and zones with an unchecked strtoul: "zz" is 0 and
+    /// 70000 wraps to 4464. The drop-in does the same; ctsync's own commands refuse them.
+    var lenient = false
+
+    func number(_ s: Substring, bits: Int = 32) -> UInt32? {
+        if let v = ConntrackArguments.number(s), bits == 32 || v < (1 << UInt32(bits)) { return v }
+        guard lenient else { return nil }
+        var digits = s.prefix { $0.isNumber }
+        var radix = 10
+        if s.hasPrefix("0x") || s.hasPrefix("0X") { digits = s.dropFirst(2).prefix { $0.isHexDigit }; radix = 16 }
+        let v = UInt64(digits, radix: radix) ?? 0
+        return UInt32(truncatingIfNeeded: bits == 32 ? v : v & ((1 << UInt64(bits)) - 1))
+    }
+
     static func number(_ s: Substring) -> UInt32? {
         if s.hasPrefix("0x") || s.hasPrefix("0X") { return UInt32(s.dropFirst(2), radix: 16) }
         return UInt32(s)

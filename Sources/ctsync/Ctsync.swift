@@ -34,6 +34,9 @@ extension TableCommand {
         let parsed: ConntrackArguments
         do {
             parsed = try ConntrackArguments.parse(arguments, fixed: Self.fixedCommand, labelNames: names.get)
+        } catch let o as OtherProblem {
+            printError("ctsync: \(o)")
+            throw ExitCode(1)
         } catch {
             printError("ctsync: \(error)")
             throw ExitCode(2)
@@ -113,7 +116,10 @@ extension Ctsync {
             let names = LazyLabels()
             let parsed: ConntrackArguments
             do {
-                parsed = try ConntrackArguments.parse(arguments, labelNames: names.get)
+                parsed = try ConntrackArguments.parse(arguments, lenient: true, labelNames: names.get)
+            } catch let o as OtherProblem {
+                printError("\(program): \(o)")
+                throw ExitCode(1)
             } catch {
                 printError("\(program): \(error)")
                 printError("Try `conntrack -h' or 'conntrack --help' for more information.")

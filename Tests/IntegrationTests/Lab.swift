@@ -1,0 +1,124 @@
+import Foundation
+import XCTest
+
+/// Shell, namespace and binary helpers for tests that run against the real kernel.
+enum Lab {
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent()
+
+    static var ctsync: String { packageRoot.appendingPathComponent(".build/debug/ctsync").path }
+
+    /// Root and the tools are required. Under CI a missing requirement fails the
+    /// test instead of skipping it, so integration tests cannot silently not run.
+    static func requireRoot(file: StaticString = #filePath, line: UInt = #line) throws {
+        var problems: [String] = []
+        if getuid() != 0 { problems.append("not root") }
+        for tool in ["ip", "nft", "conntrack"] where run("command -v \(tool)").status != 0 { problems.append("\(tool) missing") }
+        if !FileManager.default.isExecutableFile(atPath: ctsync) { problems.append("\(ctsync) not built (run swift build)") }
+        guard problems.isEmpty else {
+            let why = "integration test needs: " + problems.joined(separator: ", ")
+            if ProcessInfo.processInfo.environment["CI"] != nil {
+                XCTFail(why, file: file, line: line)
+                throw XCTSkip("failed: \(why)")
+            }
+            throw XCTSkip(why)
+        }
+    }
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    /// Runs a bash command line; stdin from `input` when given.
+    @discardableResult
+    static func run(_ command: String, input: String? = nil) -> Result {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/bash")
+        p.arguments = ["-c", command]
+        let out = Pipe(), err = Pipe(), inp = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = inp
+        do { try p.run() } catch { return Result(status: -1, stdout: "", stderr: "\(error)") }
+        if let input { inp.fileHandleForWriting.write(input.data(using: .utf8)!) }
+        try? inp.fileHandleForWriting.close()
+        // Read both pipes concurrently so neither fills up.
+        nonisolated(unsafe) var errData = Data()
+        let g = DispatchGroup()
+        g.enter()
+        DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); g.leave() }
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        g.wait()
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                      stderr: String(decoding: errData, as: UTF8.self))
+    }
+}
+
+struct LabError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}
+
+/// A throwaway network namespace in which conntrack is active; deleted on `close()`.
+final class Namespace {
+    let name: String
+    nonisolated(unsafe) static var counter = 0
+
+    /// - Parameter nat: also load NAT (a nat chain), needed to create entries with NAT.
+    init(nat: Bool = false) throws {
+        Namespace.counter += 1
+        name = "ctst\(getpid())x\(Namespace.counter)"
+        Lab.run("ip netns del \(name) 2>/dev/null")
+        let r = Lab.run("""
+            set -e
+            ip netns add \(name)
+            ip -n \(name) link set lo up
+            ip netns exec \(name) nft -f - <<'NFT'
+            table inet t {
+              chain o {
+                type filter hook output priority 0; policy accept;
+                ct state new counter
+              }
+              chain f {
+                type filter hook forward priority 0; policy accept;
+                ct state new counter
+              }
+            }
+            NFT
+            """ + (nat ? "\nip netns exec \(name) nft add table ip n && ip netns exec \(name) nft add chain ip n post '{ type nat hook postrouting priority 100; }'" : ""))
+        guard r.status == 0 else { throw LabError(message: "cannot create namespace \(name): \(r.stderr)") }
+    }
+
+    /// Runs a command line inside the namespace.
+    @discardableResult
+    func run(_ command: String, input: String? = nil) -> Lab.Result {
+        Lab.run("ip netns exec \(name) bash -c \(Namespace.quote(command))", input: input)
+    }
+
+    func ctsync(_ args: String, input: String? = nil) -> Lab.Result { run("\(Lab.ctsync) \(args)", input: input) }
+
+    func close() { Lab.run("ip netns del \(name)") }
+
+    static func quote(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+}
+
+/// Removes what legitimately differs between two runs or two namespaces:
+/// timeouts tick, ids are random, and dump order is hash order.
+func normalise(_ text: String) -> [String] {
+    let rules: [(String, String)] = [
+        (#"id=\d+"#, "id=N"), (#"<id>\d+</id>"#, "<id>N</id>"),
+        (#"-t \d+"#, "-t T"), (#"<timeout>\d+</timeout>"#, "<timeout>T</timeout>"),
+        (#"^((?:ipv[46] +\d+ )?\S+ +\d+ )\d+ "#, "$1T "),
+        (#""timeout":\d+"#, "\"timeout\":T"), (#""use":\d+"#, "\"use\":U"),
+    ]
+    return text.split(separator: "\n").map { line in
+        var s = String(line)
+        for (pattern, template) in rules {
+            s = s.replacingOccurrences(of: pattern, with: template, options: .regularExpression)
+        }
+        return s
+    }.sorted()
+}
