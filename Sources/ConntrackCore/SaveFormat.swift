@@ -3,7 +3,7 @@
 ///
 /// conntrack 1.4.7 writes `-A -t … -u … -s … -p …`. Ours is the same, plus what
 /// conntrack leaves out so the line is lossless: `-m MARK` when the mark is not
-/// zero and `-l LABEL,…` (label numbers, or names when a label map is given).
+/// zero and `--label-add LABEL,…` (label numbers, or names when a label map is given).
 public enum ConntrackSave {
     public struct Options: Sendable {
         /// Add mark and labels (ctsync's lossless dialect). Off = conntrack 1.4.7's exact line.
@@ -45,7 +45,7 @@ public enum ConntrackSave {
         if options.lossless {
             if let m = e.mark, m != 0 { out.append(ascii: "-m "); writeDecimal(UInt64(m), to: &out); out.append(32) }
             if let l = e.labels, !l.isEmpty {
-                out.append(ascii: "-l ")
+                out.append(ascii: "--label-add ")
                 out.append(string: l.bits.map { options.labelNames?[$0] ?? String($0) }.joined(separator: ","))
                 out.append(32)
             }

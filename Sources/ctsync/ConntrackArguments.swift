@@ -132,6 +132,11 @@ struct ConntrackArguments {
         if let fixed { a.command = fixed }
         var i = 0
         var pendingProto: [(String, String)] = []
+        // `ctsync dump expect`: with the command fixed, a leading word names the table.
+        if fixed != nil, let first = argv.first, !first.hasPrefix("-") {
+            a.table = first
+            i = 1
+        }
 
         func setCommand(_ c: Command) throws {
             if let prev = commandSeen, prev != c || fixed == nil {
@@ -549,6 +554,15 @@ struct ConntrackArguments {
         }
         t.zone = origZone
         return t
+    }
+
+    /// NAT for a create: `-n`/`-g` give the address; the port comes from `-n ADDR:PORT`
+    /// or, as in `save` lines, from --reply-port-dst / --reply-port-src when they differ.
+    var natForCreate: (source: NATRequest?, destination: NATRequest?) {
+        var s = srcNAT, d = dstNAT
+        if var n = s, n.port == nil, let p = replyDport, p != (sport ?? p) { n.port = p; s = n }
+        if var n = d, n.port == nil, let p = replySport, p != (dport ?? p) { n.port = p; d = n }
+        return (s, d)
     }
 
     /// The entry to create or update: every field the arguments set.

@@ -148,7 +148,7 @@ struct ConntrackRunner {
         if e.status == nil { e.status = [] }
         let table = try ConntrackTable(allowHostTableWrites: args.hostTable)
         do {
-            try table.perform(.create(e, sourceNAT: args.srcNAT, destinationNAT: args.dstNAT, ignoreExisting: ignoreExisting))
+            try table.perform(.create(e, sourceNAT: args.natForCreate.source, destinationNAT: args.natForCreate.destination, ignoreExisting: ignoreExisting))
         } catch let err as ConntrackError where ignoreExisting && err.errno == EEXIST {
         }
         note("1 flow entries have been created.")
@@ -380,7 +380,7 @@ struct ConntrackRunner {
             case .create, .add:
                 guard var e = a.entry(labelNames: names) else { throw ParameterProblem("line \(lineNo): missing tuple") }
                 if e.status == nil { e.status = [] }
-                writes.append(.create(e, sourceNAT: a.srcNAT, destinationNAT: a.dstNAT, ignoreExisting: a.command == .add))
+                writes.append(.create(e, sourceNAT: a.natForCreate.source, destinationNAT: a.natForCreate.destination, ignoreExisting: a.command == .add))
             case .update:
                 guard let e = a.entry(labelNames: names) else { throw ParameterProblem("line \(lineNo): missing tuple") }
                 writes.append(.update(e))

@@ -100,6 +100,22 @@ final class Namespace {
 
     func ctsync(_ args: String, input: String? = nil) -> Lab.Result { run("\(Lab.ctsync) \(args)", input: input) }
 
+    /// Starts ctsync in the namespace in the background, stdout and stderr to files.
+    /// `ip netns exec` execs ctsync, so the returned process is ctsync itself.
+    func spawnCtsync(_ args: [String], stdout: String, stderr: String) throws -> Process {
+        FileManager.default.createFile(atPath: stdout, contents: nil)
+        FileManager.default.createFile(atPath: stderr, contents: nil)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        p.arguments = ["netns", "exec", name, Lab.ctsync] + args
+        p.standardOutput = FileHandle(forWritingAtPath: stdout)
+        p.standardError = FileHandle(forWritingAtPath: stderr)
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        usleep(300_000)
+        return p
+    }
+
     func close() { Lab.run("ip netns del \(name)") }
 
     static func quote(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }

@@ -1,0 +1,190 @@
+import Foundation
+import XCTest
+
+/// Every table command against the real kernel, in fresh namespaces, checked with conntrack(8).
+final class KernelTableTests: XCTestCase {
+    var namespaces: [Namespace] = []
+
+    override func tearDown() {
+        for ns in namespaces { ns.close() }
+        namespaces = []
+    }
+
+    func namespace(nat: Bool = false) throws -> Namespace {
+        try Lab.requireRoot()
+        let ns = try Namespace(nat: nat)
+        namespaces.append(ns)
+        return ns
+    }
+
+    /// A creation line per protocol and family, with marks and zones.
+    static let creates = [
+        "-p tcp -s 192.0.2.1 -d 198.51.100.2 --sport 1000 --dport 80 --state ESTABLISHED -t 300 -u ASSURED,SEEN_REPLY -m 7",
+        "-p tcp -s 2001:db8::1 -d 2001:db8::2 --sport 3000 --dport 80 --state SYN_SENT -t 100 -w 4",
+        "-p udp -s 192.0.2.1 -d 198.51.100.53 --sport 5353 --dport 53 -t 30 -m 0x10",
+        "-p udp -s 2001:db8::1 -d 2001:db8::53 --sport 4000 --dport 53 -t 30 --orig-zone 1",
+        "-p icmp -s 192.0.2.1 -d 192.0.2.2 --icmp-type 8 --icmp-code 0 --icmp-id 77 -t 30",
+        "-p icmpv6 -s 2001:db8::1 -d 2001:db8::2 --icmpv6-type 128 --icmpv6-code 0 --icmpv6-id 9 -t 30",
+        "-p sctp -s 192.0.2.1 -d 192.0.2.2 --sport 5 --dport 6 --state ESTABLISHED --orig-vtag 1 --reply-vtag 2 -t 30",
+        "-p gre -s 192.0.2.1 -d 192.0.2.2 --srckey 5 --dstkey 6 -t 30",
+        "-p udplite -s 192.0.2.1 -d 192.0.2.3 --sport 7 --dport 8 -t 30",
+    ]
+
+    func testCreateMakesTheSameEntriesAsConntrack() throws {
+        let a = try namespace(), b = try namespace()
+        for line in Self.creates {
+            XCTAssertEqual(a.run("conntrack -I \(line)").status, 0, line)
+            let r = b.ctsync("create \(line)")
+            XCTAssertEqual(r.status, 0, "\(line): \(r.stderr)")
+        }
+        XCTAssertEqual(normalise(a.run("conntrack -L -o extended").stdout), normalise(b.run("conntrack -L -o extended").stdout))
+    }
+
+    func testDumpFormatsEqualConntrackOnTheSameTable() throws {
+        let ns = try namespace()
+        for line in Self.creates { XCTAssertEqual(ns.ctsync("create \(line)").status, 0, line) }
+        for o in ["", "-o extended", "-o xml", "-o id", "-o extended,id"] {
+            let theirs = ns.run("conntrack -L \(o)"), ours = ns.ctsync("dump \(o)")
+            XCTAssertEqual(ours.status, 0)
+            XCTAssertEqual(normalise(ours.stdout), normalise(theirs.stdout), "-L \(o)")
+            XCTAssertEqual(ours.stderr, "ctsync: \(Self.creates.count) flow entries have been shown.\n")
+        }
+    }
+
+    func testGetUpdateDeleteCountStatsFlush() throws {
+        let ns = try namespace()
+        for line in Self.creates { XCTAssertEqual(ns.ctsync("create \(line)").status, 0, line) }
+        XCTAssertEqual(ns.ctsync("count").stdout, "\(Self.creates.count)\n")
+
+        let get = ns.ctsync("get -p udp -s 192.0.2.1 -d 198.51.100.53 --sport 5353 --dport 53 -o json")
+        XCTAssertEqual(get.status, 0, get.stderr)
+        XCTAssertTrue(get.stdout.contains("\"mark\":16"), get.stdout)
+        XCTAssertEqual(ns.ctsync("get -p udp -s 192.0.2.1 -d 198.51.100.53 --sport 5353 --dport 54").status, 1)
+
+        let upd = ns.ctsync("update -p udp --dport 53 -m 99")
+        XCTAssertEqual(upd.status, 0, upd.stderr)
+        XCTAssertEqual(ns.run("conntrack -L -m 99 2>/dev/null | wc -l").stdout.trimmingCharacters(in: .whitespacesAndNewlines), "2")
+
+        let del = ns.ctsync("delete -p tcp")
+        XCTAssertEqual(del.status, 0, del.stderr)
+        XCTAssertTrue(del.stderr.contains("2 flow entries have been deleted."), del.stderr)
+        XCTAssertEqual(ns.ctsync("delete -p tcp").status, 1, "nothing left to delete")
+        XCTAssertEqual(ns.run("conntrack -C").stdout, "\(Self.creates.count - 2)\n")
+
+        let stats = ns.ctsync("stats")
+        XCTAssertEqual(stats.status, 0)
+        XCTAssertTrue(stats.stdout.hasPrefix("cpu=0"), stats.stdout)
+        XCTAssertEqual(stats.stdout.split(separator: "\n").count, ns.run("conntrack -S").stdout.split(separator: "\n").count)
+
+        XCTAssertEqual(ns.ctsync("flush").status, 0)
+        XCTAssertEqual(ns.run("conntrack -C").stdout, "0\n")
+        for table in ["dying", "unconfirmed", "expect"] {
+            XCTAssertEqual(ns.ctsync("dump \(table)").status, 0, table)
+        }
+    }
+
+    func testNATCreateSetsTheReplyTupleAndStatus() throws {
+        let ns = try namespace(nat: true)
+        XCTAssertEqual(ns.ctsync("create -p udp -s 192.0.2.1 -d 198.51.100.2 --sport 5 --dport 6 -t 50 -n 203.0.113.9:4000").status, 0)
+        XCTAssertEqual(ns.ctsync("create -p tcp -s 192.0.2.1 -d 198.51.100.2 --sport 5 --dport 6 -t 50 --state ESTABLISHED -g 203.0.113.10:80").status, 0)
+        let snat = ns.ctsync("dump --src-nat 203.0.113.9 -o json").stdout
+        XCTAssertTrue(snat.contains("\"reply\":{\"src\":\"198.51.100.2\",\"dst\":\"203.0.113.9\",\"sport\":6,\"dport\":4000}"), snat)
+        XCTAssertTrue(snat.contains("\"SRC_NAT\""), snat)
+        XCTAssertEqual(ns.ctsync("dump --dst-nat -o save").stdout.split(separator: "\n").count, 1)
+        XCTAssertEqual(ns.ctsync("dump --any-nat").stdout.split(separator: "\n").count, 2)
+    }
+
+    func testSaveFlushLoadRestoresAnIdenticalTable() throws {
+        let ns = try namespace(nat: true)
+        XCTAssertEqual(ns.run("nft add rule inet t o ct label set 127").status, 0, "labels need a ct label rule")
+        for line in Self.creates { XCTAssertEqual(ns.ctsync("create \(line)").status, 0, line) }
+        XCTAssertEqual(ns.ctsync("create -p udp -s 192.0.2.7 -d 198.51.100.7 --sport 9 --dport 10 -t 70 --label-add 3,100 -m 5").status, 0)
+        XCTAssertEqual(ns.ctsync("create -p udp -s 192.0.2.8 -d 198.51.100.8 --sport 9 --dport 10 -t 70 -n 203.0.113.9:4000").status, 0)
+        let before = ns.ctsync("dump -o json").stdout
+        XCTAssertTrue(before.contains("\"labels\":\"0x10000000000000000000000008\""), before)
+        let save = ns.ctsync("dump -o save")
+        XCTAssertEqual(ns.ctsync("flush").status, 0)
+        let load = ns.ctsync("conntrack -R -", input: save.stdout)
+        XCTAssertEqual(load.status, 0, load.stderr)
+        let after = ns.ctsync("dump -o json").stdout
+        func stable(_ s: String) -> [String] {
+            normalise(s).map { $0.replacingOccurrences(of: #""id":\d+"#, with: "\"id\":N", options: .regularExpression) }
+        }
+        XCTAssertEqual(stable(after), stable(before))
+    }
+
+    func testEventsAreSeenForCreateUpdateDelete() throws {
+        let ns = try namespace()
+        let out = "/tmp/ctsync-events-\(ns.name).jsonl"
+        defer { for f in [out, out + ".err"] { try? FileManager.default.removeItem(atPath: f) } }
+        let listener = try ns.spawnCtsync(["events", "-o", "json"], stdout: out, stderr: out + ".err")
+        ns.ctsync("create -p udp -s 192.0.2.1 -d 198.51.100.2 --sport 1 --dport 2 -t 50")
+        ns.ctsync("update -p udp -m 5")
+        ns.ctsync("delete -p udp")
+        usleep(300_000)
+        listener.terminate()
+        listener.waitUntilExit()
+        XCTAssertEqual(listener.terminationStatus, 0, "events exits 0 on SIGTERM")
+        let events = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
+        let kinds = events.split(separator: "\n").compactMap { line -> String? in
+            line.range(of: #""event":"\w+""#, options: .regularExpression).map { String(line[$0].dropFirst(9).dropLast()) }
+        }
+        XCTAssertEqual(kinds, ["new", "update", "destroy"], events)
+    }
+
+    func testAnEventOverflowIsReportedAndSurvived() throws {
+        let ns = try namespace()
+        let out = "/tmp/ctsync-overflow-\(ns.name)"
+        defer { for f in [out, out + ".err", out + ".load"] { try? FileManager.default.removeItem(atPath: f) } }
+        // A tiny receive buffer, and the reader stopped while a burst arrives.
+        let listener = try ns.spawnCtsync(["events", "-b", "4096", "-o", "json"], stdout: out, stderr: out + ".err")
+        let pid = listener.processIdentifier
+        kill(pid, SIGSTOP)
+        let burst = (0..<3000).map { "-I -p udp -s 192.0.2.1 -d 198.51.100.2 --sport \(1000 + $0) --dport 53 -t 60" }.joined(separator: "\n")
+        try burst.write(toFile: out + ".load", atomically: true, encoding: .utf8)
+        XCTAssertEqual(ns.ctsync("conntrack -R \(out).load").status, 0)
+        kill(pid, SIGCONT)
+        usleep(500_000)
+        // After the gap the stream goes on: a later event still arrives.
+        ns.ctsync("create -p tcp -s 192.0.2.9 -d 198.51.100.9 --sport 1 --dport 2 --state ESTABLISHED -t 60")
+        usleep(500_000)
+        listener.terminate()
+        listener.waitUntilExit()
+        let events = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
+        let errors = (try? String(contentsOfFile: out + ".err", encoding: .utf8)) ?? ""
+        XCTAssertTrue(events.contains("{\"v\":1,\"gap\":true}"), "no gap reported")
+        XCTAssertTrue(errors.contains("event overflow (ENOBUFS)"), errors)
+        XCTAssertTrue(events.contains("\"sport\":1,\"dport\":2"), "stream did not go on after the gap")
+    }
+
+    func testEventResyncReportsWhatTheGapHid() throws {
+        let ns = try namespace()
+        let out = "/tmp/ctsync-resync-\(ns.name)"
+        defer { for f in [out, out + ".err", out + ".load"] { try? FileManager.default.removeItem(atPath: f) } }
+        let listener = try ns.spawnCtsync(["events", "-b", "4096", "--resync", "-o", "json"], stdout: out, stderr: out + ".err")
+        let pid = listener.processIdentifier
+        kill(pid, SIGSTOP)
+        let burst = (0..<3000).map { "-I -p udp -s 192.0.2.1 -d 198.51.100.2 --sport \(1000 + $0) --dport 53 -t 60" }.joined(separator: "\n")
+        try burst.write(toFile: out + ".load", atomically: true, encoding: .utf8)
+        XCTAssertEqual(ns.ctsync("conntrack -R \(out).load").status, 0)
+        kill(pid, SIGCONT)
+        usleep(1_500_000)
+        listener.terminate()
+        listener.waitUntilExit()
+        let lines = ((try? String(contentsOfFile: out, encoding: .utf8)) ?? "").split(separator: "\n")
+        // Every created entry is reported, by its event or by the resync after the gap.
+        let ports = Set(lines.compactMap { l -> Substring? in
+            guard l.contains("\"event\":\"new\"") else { return nil }
+            return l.range(of: #""sport":\d+"#, options: .regularExpression).map { l[$0] }
+        })
+        XCTAssertEqual(ports.count, 3000)
+    }
+
+    func testWritesToTheHostTableAreRefused() throws {
+        try Lab.requireRoot()
+        let r = Lab.run("\(Lab.ctsync) create -p udp -s 192.0.2.250 -d 198.51.100.250 --sport 9 --dport 9 -t 5")
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("refusing to change the host's conntrack table"), r.stderr)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1)
+    }
+}
