@@ -36,7 +36,10 @@ enum Lab {
     static func run(_ command: String, input: String? = nil) -> Result {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/bin/bash")
-        p.arguments = ["-c", command]
+        // Foundation watches the child through an inherited socket; close every fd above 2
+        // so background jobs started by `command` do not keep waitUntilExit() waiting.
+        let closeInherited = #"for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] 2>/dev/null && eval "exec $n>&-"; done 2>/dev/null; "#
+        p.arguments = ["-c", closeInherited + command]
         let out = Pipe(), err = Pipe(), inp = Pipe()
         p.standardOutput = out
         p.standardError = err
