@@ -44,31 +44,29 @@ public enum IPAddress: Hashable, Sendable, Comparable {
 
     /// Parses dotted-quad IPv4 or any RFC 4291 IPv6 text form (with embedded IPv4).
     public init?(_ text: some StringProtocol) {
-        if text.contains(":") {
+        if text.utf8.contains(58) {
             guard let v = IPAddress.parseV6(Array(text.utf8)) else { return nil }
             self = v
         } else {
-            guard let v = IPAddress.parseV4(Array(text.utf8)[...]) else { return nil }
+            guard let v = IPAddress.parseV4(text.utf8) else { return nil }
             self = .v4(v)
         }
     }
 
-    static func parseV4(_ s: ArraySlice<UInt8>) -> UInt32? {
-        var parts: [UInt32] = []
+    static func parseV4<C: Collection>(_ s: C) -> UInt32? where C.Element == UInt8 {
+        var value: UInt32 = 0, parts = 0
         var cur: UInt32 = 0, digits = 0
         for c in s {
             if c == UInt8(ascii: ".") {
-                guard digits > 0 else { return nil }
-                parts.append(cur); cur = 0; digits = 0
+                guard digits > 0, parts < 3 else { return nil }
+                value = value << 8 | cur; parts += 1; cur = 0; digits = 0
             } else if c >= 48 && c <= 57 {
                 cur = cur * 10 + UInt32(c - 48); digits += 1
                 guard digits <= 3, cur <= 255 else { return nil }
             } else { return nil }
         }
-        guard digits > 0 else { return nil }
-        parts.append(cur)
-        guard parts.count == 4 else { return nil }
-        return parts[0] << 24 | parts[1] << 16 | parts[2] << 8 | parts[3]
+        guard digits > 0, parts == 3 else { return nil }
+        return value << 8 | cur
     }
 
     static func parseV6(_ s: [UInt8]) -> IPAddress? {

@@ -370,62 +370,12 @@ public final class ConntrackTable: @unchecked Sendable {
         b.endNest()
     }
 
-    /// Applies writes in netlink batches: many requests per sendmsg, an ack only on
-    /// the last one of each batch, so the kernel reports failures and nothing else.
-    /// Returns the failures by index into `writes`; throws only when the socket fails.
-    public func apply(_ writes: [TableWrite], batchBytes: Int = 192 * 1024) throws -> [(index: Int, error: ConntrackError)] {
-        try guardWrite("write entries")
-        var failures: [(Int, ConntrackError)] = []
-        var i = 0
-        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 8)
-        defer { buf.deallocate() }
-        var b = MessageBuilder(capacity: batchBytes + 4096)
-        while i < writes.count {
-            b.bytes.removeAll(keepingCapacity: true)
-            let first = i
-            var seqs: [UInt32] = []
-            while i < writes.count && b.bytes.count < batchBytes {
-                let seq = socket.nextSequence()
-                seqs.append(seq)
-                let last = i == writes.count - 1 || b.bytes.count >= batchBytes - 512
-                encode(writes[i], into: &b, sequence: seq, ack: last)
-                i += 1
-                if last { break }
-            }
-            try socket.send(b.bytes, operation: "write entries")
-            let lastSeq = seqs.last!
-            let base = seqs.first!
-            var finished = false
-            while !finished {
-                let n = try socket.receive(into: buf, operation: "write entries")
-                let d = UnsafeRawBufferPointer(rebasing: buf[0..<n])
-                var off = 0
-                while off + NL.headerSize <= d.count {
-                    let len = Int(d.loadUnaligned(fromByteOffset: off, as: UInt32.self))
-                    let type = d.loadUnaligned(fromByteOffset: off + 4, as: UInt16.self)
-                    let seq = d.loadUnaligned(fromByteOffset: off + 8, as: UInt32.self)
-                    guard len >= NL.headerSize, off + len <= d.count else {
-                        throw ConntrackError(.malformed("message length \(len) past the datagram"), operation: "write entries")
-                    }
-                    if type == NL.error, len >= NL.headerSize + 4 {
-                        let code = d.loadUnaligned(fromByteOffset: off + NL.headerSize, as: Int32.self)
-                        let k = Int(seq &- base)
-                        if code != 0, k >= 0, k < seqs.count {
-                            let op: String
-                            switch writes[first + k] {
-                            case .create: op = "create entry"
-                            case .update: op = "update entry"
-                            case .delete: op = "delete entry"
-                            }
-                            failures.append((first + k, ConntrackError(.system(-code), operation: op)))
-                        }
-                        if seq == lastSeq { finished = true }
-                    }
-                    off += (len + 3) & ~3
-                }
-            }
-        }
-        return failures
+    /// Applies writes in netlink batches (see `BatchWriter`). Returns the failures by
+    /// index into `writes`; throws only when the socket itself fails.
+    public func apply(_ writes: [TableWrite]) throws -> [(index: Int, error: ConntrackError)] {
+        let writer = try BatchWriter(table: self)
+        for w in writes { try writer.add(w) }
+        return try writer.finish()
     }
 
     /// One write, with its error thrown.

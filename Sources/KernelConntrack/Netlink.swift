@@ -197,6 +197,11 @@ struct MessageBuilder {
 
     var currentMessageLength: Int { bytes.count - messageStart }
 
+    /// Sets NLM_F_ACK on the message begun last.
+    mutating func setAckOnLastMessage() {
+        bytes[messageStart + 6] |= UInt8(NL.ack & 0xff)
+    }
+
     private mutating func put16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
     private mutating func put32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
 

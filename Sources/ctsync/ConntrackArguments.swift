@@ -169,7 +169,7 @@ struct ConntrackArguments {
                     continue
                 }
                 // getopt_long accepts unambiguous prefixes.
-                let matches = longOptions.keys.filter { $0 == n } + (longOptions[n] == nil ? longOptions.keys.filter { $0.hasPrefix(n) } : [])
+                let matches = longOptions[n] != nil ? [n] : longOptions.keys.filter { $0.hasPrefix(n) }
                 let distinct = Set(matches.map { longOptions[$0]!.0 })
                 guard distinct.count == 1, let full = matches.first else {
                     throw ParameterProblem(matches.isEmpty ? "unknown option `\(arg)'" : "option `\(arg)' is ambiguous")
