@@ -21,10 +21,24 @@ public struct SaveLine: Sendable, Equatable {
     public static func parse(_ line: Substring) -> SaveLine? { parse(Array(line.utf8)[...]) }
 
     public static func parse(_ line: ArraySlice<UInt8>) -> SaveLine? {
-        var tokens = line.split(separator: 32, omittingEmptySubsequences: true)[...]
-        guard let first = tokens.popFirst(), first.count == 2, first.first == 45 else { return nil }
+        line.withUnsafeBufferPointer { parse(bytes: $0) }
+    }
+
+    typealias Bytes = UnsafeBufferPointer<UInt8>
+
+    static func parse(bytes p: Bytes) -> SaveLine? {
+        var i = 0
+        // Tokens are runs of non-blank bytes; no arrays are built.
+        func nextToken() -> Bytes? {
+            while i < p.count && (p[i] == 32 || p[i] == 9 || p[i] == 13) { i += 1 }
+            guard i < p.count else { return nil }
+            let start = i
+            while i < p.count && p[i] != 32 && p[i] != 9 && p[i] != 13 { i += 1 }
+            return Bytes(rebasing: p[start..<i])
+        }
+        guard let first = nextToken(), first.count == 2, first[0] == 45 else { return nil }
         let command: Command
-        switch first.last! {
+        switch first[1] {
         case UInt8(ascii: "A"): command = .add
         case UInt8(ascii: "I"): command = .create
         case UInt8(ascii: "U"): command = .update
@@ -40,11 +54,13 @@ public struct SaveLine: Sendable, Equatable {
         var icmpType: UInt8?, icmpCode: UInt8?, icmpID: UInt16?
         var state: String?, vtagO: UInt32?, vtagR: UInt32?, role: UInt8?
 
-        while let keyBytes = tokens.popFirst() {
-            guard let v = tokens.popFirst(), let key = SaveLine.key(keyBytes) else { return nil }
-            let value = String(decoding: v, as: UTF8.self)
+        while let keyBytes = nextToken() {
+            guard let v = nextToken(), let key = SaveLine.key(keyBytes) else { return nil }
+            var value: String { String(decoding: v, as: UTF8.self) }
             switch key {
             case .optT: guard let n = SaveLine.decimal(v, max: UInt64(UInt32.max)) else { return nil }; timeout = UInt32(n)
+            case .optU where v.count == 5 && v[0] == 85:   // "UNSET"
+                status = Status()
             case .optU:
                 var st = Status()
                 for part in value.split(separator: ",") where part != "UNSET" {
@@ -52,11 +68,11 @@ public struct SaveLine: Sendable, Equatable {
                     st.insert(b)
                 }
                 status = st
-            case .optC: guard let n = UInt32(value) else { return nil }; secmark = n
-            case .optW: guard let n = UInt16(value) else { return nil }; zone = n
+            case .optC: guard let n = SaveLine.decimal(v, max: UInt64(UInt32.max)) else { return nil }; secmark = UInt32(n)
+            case .optW: guard let n = SaveLine.decimal(v, max: 65535) else { return nil }; zone = UInt16(n)
             case .origZone: guard let n = UInt16(value) else { return nil }; origZone = n
             case .replyZone: guard let n = UInt16(value) else { return nil }; replyZone = n
-            case .optM: guard let n = UInt32(value) else { return nil }; mark = n
+            case .optM: guard let n = SaveLine.decimal(v, max: UInt64(UInt32.max)) else { return nil }; mark = UInt32(n)
             case .labelAdd:
                 var l = Labels()
                 for part in value.split(separator: ",") {
@@ -177,8 +193,8 @@ public struct SaveLine: Sendable, Equatable {
     static let protocols: [String: L4Protocol] = ["tcp": .tcp, "udp": .udp, "udplite": .udplite, "sctp": .sctp,
                                                   "dccp": .dccp, "gre": .gre, "icmp": .icmp, "icmpv6": .icmpv6]
 
-    static func address(_ bytes: ArraySlice<UInt8>) -> IPAddress? {
-        if !bytes.contains(58), let v4 = IPAddress.parseV4(bytes) { return .v4(v4) }
+    static func address(_ bytes: Bytes) -> IPAddress? {
+        if !bytes.contains(58) { return IPAddress.parseV4(bytes).map { .v4($0) } }
         return IPAddress.parseV6(Array(bytes))
     }
 
@@ -190,14 +206,14 @@ public struct SaveLine: Sendable, Equatable {
     }
 
     /// The known option name these bytes spell, or nil.
-    static func key(_ bytes: ArraySlice<UInt8>) -> Key? {
+    static func key(_ bytes: Bytes) -> Key? {
         guard let k = keyByHash[hash(bytes)], k.rawValue.utf8.elementsEqual(bytes) else { return nil }
         return k
     }
 
     /// A decimal number of at most `max`, from bytes; nil on anything else.
     @inline(__always)
-    static func decimal(_ bytes: ArraySlice<UInt8>, max: UInt64) -> UInt64? {
+    static func decimal(_ bytes: Bytes, max: UInt64) -> UInt64? {
         guard !bytes.isEmpty, bytes.count <= 20 else { return nil }
         var v: UInt64 = 0
         for b in bytes {

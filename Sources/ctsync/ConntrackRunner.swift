@@ -370,9 +370,16 @@ struct ConntrackRunner {
         let all = [UInt8](data)
         let lines = all.split(separator: 10, omittingEmptySubsequences: true)
         // Pass 1 checks every line, so a bad line anywhere changes nothing in the kernel.
-        for (n, bytes) in lines.enumerated() where SaveLine.parse(bytes) == nil {
-            _ = try slowLine(bytes, lineNo: n + 1, names: names)
+        // The fast reader runs on every core; lines it does not take go to the full parser.
+        let cores = max(1, min(ProcessInfo.processInfo.activeProcessorCount, lines.count / 50_000))
+        let slow = SlowLines(count: cores)
+        DispatchQueue.concurrentPerform(iterations: cores) { k in
+            let lo = lines.count * k / cores, hi = lines.count * (k + 1) / cores
+            var mine: [Int] = []
+            for n in lo..<hi where SaveLine.parse(lines[n]) == nil { mine.append(n) }
+            slow.set(k, mine)
         }
+        for n in slow.all { _ = try slowLine(lines[n], lineNo: n + 1, names: names) }
         // Pass 2 parses again and streams: encoding overlaps with the kernel inserting.
         let table = try ConntrackTable(allowHostTableWrites: args.hostTable)
         let parsed = DispatchTime.now()
@@ -466,6 +473,15 @@ struct ConntrackRunner {
       -o extended,xml,save,json,id,ktimestamp,labels, --host-table, --resync
 
     """
+}
+
+/// Line numbers the fast reader left to the full parser, per worker.
+final class SlowLines: @unchecked Sendable {
+    private let lock = NSLock()
+    private var parts: [[Int]]
+    init(count: Int) { parts = Array(repeating: [], count: count) }
+    func set(_ k: Int, _ v: [Int]) { lock.lock(); parts[k] = v; lock.unlock() }
+    var all: [Int] { parts.flatMap { $0 } }
 }
 
 /// How entries are matched across dumps: zone plus original tuple.

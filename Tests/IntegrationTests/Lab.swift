@@ -38,7 +38,8 @@ enum Lab {
         p.executableURL = URL(fileURLWithPath: "/bin/bash")
         // Foundation watches the child through an inherited socket; close every fd above 2
         // so background jobs started by `command` do not keep waitUntilExit() waiting.
-        let closeInherited = #"for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] 2>/dev/null && eval "exec $n>&-"; done 2>/dev/null; "#
+        // (No redirection on the loop: bash would park stderr in a high fd that the loop closes.)
+        let closeInherited = #"for f in /proc/$$/fd/*; do n=${f##*/}; [ "$n" -gt 2 ] && eval "exec $n>&-"; done; "#
         p.arguments = ["-c", closeInherited + command]
         let out = Pipe(), err = Pipe(), inp = Pipe()
         p.standardOutput = out
