@@ -1,5 +1,6 @@
 import ConntrackCore
 import Foundation
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -86,6 +87,7 @@ public enum NetworkNamespace {
 public final class ConntrackTable: @unchecked Sendable {
     let socket: NetlinkSocket
     let allowHostWrites: Bool
+    let logger = Logger(label: "ctsync.kernel")
     /// Size of each receive buffer; the kernel fills up to 32 KiB per dump datagram.
     static let receiveSize = 64 * 1024
 
@@ -160,6 +162,10 @@ public final class ConntrackTable: @unchecked Sendable {
         pipe.start()
         defer { pipe.stop() }
         var summary = DumpSummary()
+        defer {
+            logger.debug("dump finished", metadata: ["operation": "\(operation)", "entries": "\(summary.received)"])
+            if summary.interrupted { logger.notice("dump interrupted (NLM_F_DUMP_INTR)", metadata: ["operation": "\(operation)"]) }
+        }
         while true {
             guard let (buffer, length) = try pipe.next() else { break }
             var done = false

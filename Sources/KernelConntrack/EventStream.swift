@@ -1,4 +1,5 @@
 import ConntrackCore
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -34,6 +35,7 @@ public final class EventStream: @unchecked Sendable {
     private let buffer: UnsafeMutableRawBufferPointer
     private var pending: [ConntrackEvent] = []
     public private(set) var gaps = 0
+    let logger = Logger(label: "ctsync.events")
 
     /// - Parameter bufferSize: the socket receive buffer in bytes (nil: the system default).
     public init(mask: EventMask, bufferSize: Int? = nil) throws {
@@ -63,6 +65,7 @@ public final class EventStream: @unchecked Sendable {
                 n = try socket.receive(into: buffer, operation: "receive events")
             } catch let e as ConntrackError where e.errno == ENOBUFS {
                 gaps += 1
+                logger.warning("event socket overflow (ENOBUFS)", metadata: ["gaps": "\(gaps)", "rcvbuf": "\(socket.receiveBufferSize)"])
                 return .gap
             }
             try EventStream.decode(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), into: &pending)

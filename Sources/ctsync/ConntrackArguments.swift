@@ -485,7 +485,9 @@ struct ConntrackArguments {
             throw ParameterProblem("Can't do that command with table `\(table)'")
         }
         for opt in Opt.allCases {
-            let rule = row[opt.rawValue]
+            var rule = row[opt.rawValue]
+            // ctsync's own `stats -o json` (conntrack -S has no output option).
+            if command == .stats && opt == .output && !lenient { rule = 2 }
             if options.contains(opt) && rule == 0 {
                 throw ParameterProblem("Illegal option `--\(opt.flag)' with this command")
             }

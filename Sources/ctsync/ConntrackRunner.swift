@@ -79,6 +79,8 @@ struct ConntrackRunner {
         var k = KernelFilter(family: args.family)
         if let m = args.mark { k.mark = m; k.markMask = args.markMask ?? 0xffff_ffff }
         if let s = args.status { k.status = s; k.statusMask = s }
+        // The kernel filters by zone since 6.8 (zone 0 means "any" there, so it stays in userspace).
+        if let z = args.zone, z != 0 { k.zone = z }
         return k
     }
 
@@ -275,7 +277,16 @@ struct ConntrackRunner {
     func stats() throws -> Int32 {
         let table = try ConntrackTable(allowHostTableWrites: args.hostTable)
         let expect = args.table == "expect"
-        for s in try table.cpuStats(expectations: expect) {
+        let perCPU = try table.cpuStats(expectations: expect)
+        if args.output == .json {
+            // ctsync's own: per-CPU counters and the global entry count and maximum, one object.
+            let (entries, max) = try table.count()
+            let cpus = perCPU.map { s in "{\"cpu\":\(s.cpu)" + s.values.map { ",\"\($0.name)\":\($0.value)" }.joined() + "}" }
+            out.write("{\"v\":1,\"entries\":\(entries)" + (max.map { ",\"max\":\($0)" } ?? "") + ",\"cpus\":[" + cpus.joined(separator: ",") + "]}\n")
+            out.flush()
+            return 0
+        }
+        for s in perCPU {
             var line = "cpu=\(s.cpu)"
             while line.count < 8 { line += " " }
             line += "\t"

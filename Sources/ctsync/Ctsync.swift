@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import ConntrackCore
 import KernelConntrack
 #if canImport(Glibc)
@@ -8,6 +9,16 @@ import Glibc
 
 @main
 struct Ctsync: ParsableCommand {
+    /// Log to stderr; CTSYNC_LOG=debug|info|notice|warning|error sets the level (default error).
+    static let logging: Void = {
+        let level = ProcessInfo.processInfo.environment["CTSYNC_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .error
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+    }()
+
     static let configuration = CommandConfiguration(
         commandName: "ctsync",
         abstract: "See, trust and sync Linux connection-tracking state.",
@@ -30,6 +41,7 @@ protocol TableCommand: ParsableCommand {
 
 extension TableCommand {
     func run() throws {
+        _ = Ctsync.logging
         let names = LazyLabels()
         let parsed: ConntrackArguments
         do {
@@ -112,6 +124,7 @@ extension Ctsync {
         @Argument(parsing: .captureForPassthrough, help: "conntrack arguments") var arguments: [String] = []
 
         func run() throws {
+            _ = Ctsync.logging
             let program = "conntrack v1.4.7 (conntrack-tools)"
             let names = LazyLabels()
             let parsed: ConntrackArguments

@@ -75,6 +75,9 @@ final class KernelTableTests: XCTestCase {
         XCTAssertEqual(stats.status, 0)
         XCTAssertTrue(stats.stdout.hasPrefix("cpu=0"), stats.stdout)
         XCTAssertEqual(stats.stdout.split(separator: "\n").count, ns.run("conntrack -S").stdout.split(separator: "\n").count)
+        let json = ns.ctsync("stats -o json").stdout
+        XCTAssertTrue(json.hasPrefix("{\"v\":1,\"entries\":\(Self.creates.count - 2),\"max\":"), json)
+        XCTAssertTrue(json.contains("\"cpus\":[{\"cpu\":0,\"found\":"), json)
 
         XCTAssertEqual(ns.ctsync("flush").status, 0)
         XCTAssertEqual(ns.run("conntrack -C").stdout, "0\n")
