@@ -22,7 +22,7 @@ release: deps
 # Unit tests need no root; integration tests run as root in their own network
 # namespaces and fail (not skip) when CI is set and they cannot run.
 test: build
-	$(SWIFT) test --parallel --num-workers 1
+	$(SWIFT) test
 
 demo: build
 	@bash contrib/demo.sh .build/debug/ctsync

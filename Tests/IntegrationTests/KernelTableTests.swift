@@ -121,6 +121,7 @@ final class KernelTableTests: XCTestCase {
         let out = "/tmp/ctsync-events-\(ns.name).jsonl"
         defer { for f in [out, out + ".err"] { try? FileManager.default.removeItem(atPath: f) } }
         let listener = try ns.spawnCtsync(["events", "-o", "json"], stdout: out, stderr: out + ".err")
+        try ns.waitForListener(writingTo: out)
         ns.ctsync("create -p udp -s 192.0.2.1 -d 198.51.100.2 --sport 1 --dport 2 -t 50")
         ns.ctsync("update -p udp -m 5")
         ns.ctsync("delete -p udp")
@@ -129,7 +130,7 @@ final class KernelTableTests: XCTestCase {
         listener.waitUntilExit()
         XCTAssertEqual(listener.terminationStatus, 0, "events exits 0 on SIGTERM")
         let events = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
-        let kinds = events.split(separator: "\n").compactMap { line -> String? in
+        let kinds = events.split(separator: "\n").filter { $0.contains("\"proto\":17") }.compactMap { line -> String? in
             line.range(of: #""event":"\w+""#, options: .regularExpression).map { String(line[$0].dropFirst(9).dropLast()) }
         }
         XCTAssertEqual(kinds, ["new", "update", "destroy"], events)
@@ -141,6 +142,7 @@ final class KernelTableTests: XCTestCase {
         defer { for f in [out, out + ".err", out + ".load"] { try? FileManager.default.removeItem(atPath: f) } }
         // A tiny receive buffer, and the reader stopped while a burst arrives.
         let listener = try ns.spawnCtsync(["events", "-b", "4096", "-o", "json"], stdout: out, stderr: out + ".err")
+        try ns.waitForListener(writingTo: out)
         let pid = listener.processIdentifier
         kill(pid, SIGSTOP)
         let burst = (0..<3000).map { "-I -p udp -s 192.0.2.1 -d 198.51.100.2 --sport \(1000 + $0) --dport 53 -t 60" }.joined(separator: "\n")
@@ -165,6 +167,7 @@ final class KernelTableTests: XCTestCase {
         let out = "/tmp/ctsync-resync-\(ns.name)"
         defer { for f in [out, out + ".err", out + ".load"] { try? FileManager.default.removeItem(atPath: f) } }
         let listener = try ns.spawnCtsync(["events", "-b", "4096", "--resync", "-o", "json"], stdout: out, stderr: out + ".err")
+        try ns.waitForListener(writingTo: out)
         let pid = listener.processIdentifier
         kill(pid, SIGSTOP)
         let burst = (0..<3000).map { "-I -p udp -s 192.0.2.1 -d 198.51.100.2 --sport \(1000 + $0) --dport 53 -t 60" }.joined(separator: "\n")

@@ -116,8 +116,22 @@ final class Namespace {
         p.standardError = FileHandle(forWritingAtPath: stderr)
         p.standardInput = FileHandle.nullDevice
         try p.run()
-        usleep(300_000)
         return p
+    }
+
+    /// Waits until an event listener writing to `file` is subscribed: creates ICMP probe
+    /// entries until one shows up there (at most 5 s), then deletes them.
+    func waitForListener(writingTo file: String) throws {
+        for k in 1...50 {
+            run("conntrack -I -p icmp -s 192.0.2.254 -d 192.0.2.253 --icmp-type 8 --icmp-code 0 --icmp-id \(k) -t 30")
+            usleep(100_000)
+            if let text = try? String(contentsOfFile: file, encoding: .utf8), !text.isEmpty {
+                run("conntrack -D -p icmp -s 192.0.2.254")
+                usleep(100_000)
+                return
+            }
+        }
+        throw LabError(message: "event listener did not start within 5 s")
     }
 
     func close() { Lab.run("ip netns del \(name)") }
