@@ -47,6 +47,8 @@ public final class EventStream: @unchecked Sendable {
     deinit { buffer.deallocate() }
 
     public var receiveBufferSize: Int { socket.receiveBufferSize }
+    /// Events decoded from the last datagram and not yet returned by `next`.
+    public var hasBufferedEvents: Bool { !pending.isEmpty }
     public var fileDescriptor: Int32 { socket.fd }
 
     /// Blocks until the next event (or gap). Returns nil when `timeoutMilliseconds`

@@ -351,7 +351,8 @@ struct ConntrackRunner {
                     note("resynchronised: \(fresh.count) entries re-read")
                 }
             }
-            if stream.gaps == 0 && counter % 64 == 0 { out.flush() }
+            // One write per datagram: readers see events as they come, bursts stay cheap.
+            if !stream.hasBufferedEvents { out.flush() }
         }
         if xmlOpen { out.write(ConntrackXML.footer) }
         out.flush()

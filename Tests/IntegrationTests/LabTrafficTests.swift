@@ -17,6 +17,7 @@ final class LabTrafficTests: XCTestCase {
         if !prefix.isEmpty { Lab.run("bash \(lab) down \(prefix)") }
     }
 
+    @discardableResult
     func on(_ node: String, _ command: String) -> Lab.Result {
         Lab.run("ip netns exec \(prefix)-\(node) bash -c \(Namespace.quote(command))")
     }
