@@ -1,4 +1,5 @@
 # Quick start: `make demo` then `make test`. Both install what is missing when run as root.
+SHELL := /bin/bash
 SWIFT ?= swift
 PACKAGES := libnetfilter-conntrack-dev libmnl-dev libpcap-dev pkg-config conntrack nftables tcpdump iproute2 iputils-ping netcat-openbsd
 
@@ -22,7 +23,12 @@ release: deps
 # Unit tests need no root; integration tests run as root in their own network
 # namespaces and fail (not skip) when CI is set and they cannot run.
 test: build
-	$(SWIFT) test
+	@set -o pipefail; $(SWIFT) test --disable-swift-testing 2>&1 | tee .build/test.log; status=$$?; \
+	line=$$(grep -E 'Executed [0-9]+ tests?, with [0-9]+ failures?' .build/test.log | tail -1); \
+	if [ -n "$$line" ]; then \
+	  set -- $$(echo "$$line" | sed -E 's/.*Executed ([0-9]+) tests?, with ([0-9]+) failures?.*/\1 \2/'); \
+	  echo "$$(( $$1 - $$2 )) passed, $$2 failed"; \
+	fi; exit $$status
 
 demo: build
 	@bash contrib/demo.sh .build/debug/ctsync

@@ -196,6 +196,10 @@ public struct Labels: Hashable, Sendable {
         if bit < 64 { low |= 1 << UInt64(bit) } else { high |= 1 << UInt64(bit - 64) }
     }
 
+    public mutating func clear(_ bit: Int) {
+        if bit < 64 { low &= ~(1 << UInt64(bit)) } else { high &= ~(1 << UInt64(bit - 64)) }
+    }
+
     public func contains(_ bit: Int) -> Bool {
         bit < 64 ? low & (1 << UInt64(bit)) != 0 : high & (1 << UInt64(bit - 64)) != 0
     }

@@ -355,8 +355,7 @@ public final class ConntrackTable: @unchecked Sendable {
         }
         if let p = e.protoInfo { CtNetlinkCodec.encodeProtoInfo(p, into: &b) }
         if let m = e.mark { b.attrBE32(CTA.mark, m) }
-        if creating, let z = e.zone { b.attrBE16(CTA.zone, z) }
-        if !creating, let z = e.zone { b.attrBE16(CTA.zone, z) }
+        if let z = e.zone { b.attrBE16(CTA.zone, z) }
         if let l = e.labels {
             b.attr(CTA.labels, l.wireBytes)
             b.attr(CTA.labelsMask, [UInt8](repeating: 0xff, count: 16))

@@ -92,8 +92,6 @@ struct ConntrackArguments {
     /// ctsync extensions: permit writes in the host's namespace; re-dump after event loss.
     var hostTable = false
     var resync = false
-    /// ctsync `-o json` on an event stream or dump.
-    var protoOptionSeen: [String] = []
 
     static let longOptions: [String: (Character, Int)] = [   // name → (short, 0 none / 1 required / 2 optional)
         "dump": ("L", 2), "create": ("I", 2), "add": ("A", 2), "delete": ("D", 2), "update": ("U", 2),
@@ -436,7 +434,6 @@ struct ConntrackArguments {
         case .other: valid = false
         }
         guard valid else { throw ParameterProblem("unknown option `--\(name)'") }
-        protoOptionSeen.append(name)
         switch name {
         case "sport", "orig-port-src": sport = try port(); filter.originalSourcePort = sport
         case "dport", "orig-port-dst": dport = try port(); filter.originalDestinationPort = dport

@@ -34,6 +34,10 @@ struct ConntrackRunner {
             out.flush()
             note(p.description)
             return 2
+        } catch let o as OtherProblem {
+            out.flush()
+            note(o.description)
+            return 1
         } catch let e as ConntrackError {
             out.flush()
             note(ConntrackRunner.message(e))
@@ -57,6 +61,9 @@ struct ConntrackRunner {
     }
 
     func execute() throws -> Int32 {
+        if args.table == "expect" && [.create, .add, .get, .update].contains(args.command) {
+            throw OtherProblem("creating, reading or updating single expectations is not supported yet; use -L, -D, -F or -E with expect")
+        }
         switch args.command {
         case .version:
             out.write("conntrack v1.4.7 (conntrack-tools) [ctsync]\n"); out.flush(); return 0
@@ -166,46 +173,48 @@ struct ConntrackRunner {
             if args.filterForChanges.matches(e) { matches.append(e) }
         }
         let names = labelNames
-        var writes: [TableWrite] = []
-        for var e in matches {
-            var u = ConntrackEntry(original: e.original, reply: e.reply)
-            u.zone = e.zone
-            if let t = args.timeout { u.timeout = t }
+        // Each write carries only the tuple, the zone and what changes; `after` is what
+        // the entry looks like once the kernel applied it, for printing.
+        var writes: [TableWrite] = [], after: [ConntrackEntry] = []
+        for old in matches {
+            var change = ConntrackEntry(original: old.original, reply: old.reply)
+            change.zone = old.zone
+            change.timeout = args.timeout
             if let m = args.mark {
                 // -m value/mask on update sets the masked bits only.
                 let mask = args.markMask ?? 0xffff_ffff
-                u.mark = (e.mark ?? 0) & ~mask | m & mask
+                change.mark = (old.mark ?? 0) & ~mask | m & mask
             }
-            if let s = args.status { u.status = s.union(e.status ?? []) }
+            if let s = args.status { change.status = s.union(old.status ?? []) }
             if !args.labelsAdd.isEmpty || args.labelsDel != nil || !args.labels.isEmpty {
-                var l = e.labels ?? Labels()
+                var l = old.labels ?? Labels()
                 for n in args.labelsAdd + args.labels { if let b = LabelMap.bit(of: n, in: names) { l.set(b) } }
                 if let del = args.labelsDel {
                     if del.isEmpty { l = Labels() }
-                    for n in del { if let b = LabelMap.bit(of: n, in: names) {
-                        if b < 64 { l.low &= ~(1 << UInt64(b)) } else { l.high &= ~(1 << UInt64(b - 64)) } } }
+                    for n in del { if let b = LabelMap.bit(of: n, in: names) { l.clear(b) } }
                 }
-                u.labels = l
+                change.labels = l
             }
-            e = u
-            writes.append(.update(e))
+            writes.append(.update(change))
+            var merged = old
+            merged.timeout = change.timeout ?? old.timeout
+            merged.mark = change.mark ?? old.mark
+            merged.status = change.status ?? old.status
+            merged.labels = change.labels ?? old.labels
+            after.append(merged)
         }
         let failures = try table.apply(writes)
-        let updated = writes.count - failures.filter { $0.error.errno != ENOENT }.count - failures.filter { $0.error.errno == ENOENT }.count
+        // An entry that expired between the dump and the update is skipped, as conntrack does.
         if let f = failures.first(where: { $0.error.errno != ENOENT }) { throw f.error }
-        if args.output != .text || true {
-            // conntrack prints each updated entry; re-read them so the output shows the new values.
-            var xmlOpen = false
-            let opts = textOptions()
-            let failed = Set(failures.map(\.index))
-            for (i, w) in writes.enumerated() where !failed.contains(i) {
-                if case .update(let e) = w, let now = try? table.get(e.original, zone: e.zone) {
-                    write(now, event: nil, options: opts, save: ConntrackSave.Options(labelNames: names), xmlOpen: &xmlOpen)
-                }
-            }
-            if xmlOpen { out.write(ConntrackXML.footer) }
+        let failed = Set(failures.map(\.index))
+        var xmlOpen = false
+        let opts = textOptions()
+        for (i, e) in after.enumerated() where !failed.contains(i) {
+            write(e, event: nil, options: opts, save: ConntrackSave.Options(labelNames: names), xmlOpen: &xmlOpen)
         }
+        if xmlOpen { out.write(ConntrackXML.footer) }
         out.flush()
+        let updated = writes.count - failed.count
         note("\(updated) flow entries have been updated.")
         return updated == 0 ? 1 : 0
     }
