@@ -91,6 +91,31 @@ public enum ConntrackJSON {
         out.append(125)
     }
 
+    /// One expectation as a JSON object (`"kind":"expectation"`, docs/json.md).
+    public static func write(_ x: Expectation, event: EventKind? = nil, to out: inout [UInt8]) {
+        out.append(ascii: "{\"v\":1,\"kind\":\"expectation\"")
+        if let event { out.append(ascii: ",\"event\":\""); out.append(string: event.rawValue); out.append(34) }
+        out.append(ascii: ",\"family\":\""); out.append(ascii: x.tuple.family == .ipv4 ? "ipv4" : "ipv6")
+        out.append(ascii: "\",\"proto\":"); writeDecimal(UInt64(x.tuple.l4proto), to: &out)
+        out.append(ascii: ",\"tuple\":"); tuple(x.tuple, to: &out)
+        out.append(ascii: ",\"mask\":"); tuple(x.mask, to: &out)
+        out.append(ascii: ",\"master\":"); tuple(x.master, withProto: true, to: &out)
+        func num(_ key: StaticString, _ v: UInt32?) {
+            guard let v else { return }
+            out.append(ascii: ",\""); out.append(ascii: key); out.append(ascii: "\":"); writeDecimal(UInt64(v), to: &out)
+        }
+        num("timeout", x.timeout)
+        num("id", x.id)
+        num("zone", x.zone.map(UInt32.init))
+        num("flags", x.flags)
+        num("class", x.expectClass)
+        if let h = x.helper { out.append(ascii: ",\"helper\":"); string(h, to: &out) }
+        if let d = x.natDirection { num("nat_dir", d) }
+        if let t = x.natTuple { out.append(ascii: ",\"nat\":"); tuple(t, withProto: true, to: &out) }
+        if let f = x.function { out.append(ascii: ",\"fn\":"); string(f, to: &out) }
+        out.append(125)
+    }
+
     static func tuple(_ t: Tuple, withProto: Bool = false, to out: inout [UInt8]) {
         out.append(ascii: "{\"src\":\""); t.source.write(to: &out)
         out.append(ascii: "\",\"dst\":\""); t.destination.write(to: &out); out.append(34)

@@ -140,8 +140,8 @@ public enum ConntrackText {
         if let t = x.timeout { writeDecimal(UInt64(t), to: &out); out.append(32) }
         out.append(ascii: "proto="); writeDecimal(UInt64(x.tuple.l4proto), to: &out); out.append(32)
         writeTuple(x.tuple, to: &out)
-        out.append(ascii: "mask-"); writeTupleMask(x.mask, to: &out)
-        out.append(ascii: "master-"); writeTuple(x.master, to: &out)
+        writePrefixedTuple(x.mask, prefix: "mask-", to: &out)
+        writePrefixedTuple(x.master, prefix: "master-", to: &out)
         if let f = x.flags {
             if f & 1 != 0 { out.append(ascii: "PERMANENT"); out.append(32) }
             if f & 2 != 0 { out.append(ascii: "INACTIVE"); out.append(32) }
@@ -150,19 +150,52 @@ public enum ConntrackText {
         if let c = x.expectClass { out.append(ascii: "class="); writeDecimal(UInt64(c), to: &out); out.append(32) }
         if let h = x.helper { out.append(ascii: "helper="); out.append(string: h); out.append(32) }
         if let z = x.zone { out.append(ascii: "zone="); writeDecimal(UInt64(z), to: &out); out.append(32) }
-        if options.showID, let id = x.id { out.append(ascii: "id="); writeDecimal(UInt64(id), to: &out); out.append(32) }
+        // conntrack 1.4.7 prints no id for expectations, even with -o id.
         if out.last == 32 { out.removeLast() }
     }
 
-    static func writeTupleMask(_ t: Tuple, to out: inout [UInt8]) {
-        out.append(ascii: "src="); t.source.write(to: &out)
-        out.append(ascii: " dst="); t.destination.write(to: &out); out.append(32)
-        switch t.l4 {
-        case .tcp, .udp, .udplite, .sctp, .dccp:
+    /// `mask-src=… mask-dst=… sport=… dport=… `: the prefix on both addresses, ports bare.
+    static func writePrefixedTuple(_ t: Tuple, prefix: StaticString, to out: inout [UInt8]) {
+        out.append(ascii: prefix); out.append(ascii: "src="); t.source.write(to: &out)
+        out.append(32); out.append(ascii: prefix); out.append(ascii: "dst="); t.destination.write(to: &out); out.append(32)
+        if t.l4.hasPorts {
             out.append(ascii: "sport="); writeDecimal(UInt64(t.sourcePort), to: &out)
             out.append(ascii: " dport="); writeDecimal(UInt64(t.destinationPort), to: &out); out.append(32)
-        default: break
         }
+    }
+}
+
+/// conntrack(8)'s `-o xml` for the expectation table.
+public enum ExpectationXML {
+    public static let header = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<expect>\n"
+    public static let footer = "</expect>\n"
+
+    public static func write(_ x: Expectation, to out: inout [UInt8]) {
+        let f = x.tuple.family
+        out.append(ascii: "<flow><layer3 protonum=\""); writeDecimal(UInt64(f.rawValue), to: &out)
+        out.append(ascii: "\" protoname=\""); out.append(ascii: f == .ipv4 ? "ipv4" : "ipv6"); out.append(ascii: "\">")
+        for (tag, t) in [("expected", x.tuple), ("mask", x.mask), ("master", x.master)] {
+            out.append(60); out.append(string: tag); out.append(62)
+            out.append(ascii: "<src>"); t.source.write(to: &out); out.append(ascii: "</src>")
+            out.append(ascii: "<dst>"); t.destination.write(to: &out); out.append(ascii: "</dst>")
+            out.append(ascii: "</"); out.append(string: tag); out.append(62)
+        }
+        out.append(ascii: "</layer3><layer4 protonum=\""); writeDecimal(UInt64(x.tuple.l4proto), to: &out)
+        out.append(ascii: "\" protoname=\""); out.append(ascii: x.tuple.l4.name); out.append(ascii: "\">")
+        if x.tuple.l4.hasPorts {
+            for (tag, t) in [("expected", x.tuple), ("mask", x.mask), ("master", x.master)] {
+                out.append(60); out.append(string: tag); out.append(62)
+                out.append(ascii: "<sport>"); writeDecimal(UInt64(t.sourcePort), to: &out); out.append(ascii: "</sport>")
+                out.append(ascii: "<dport>"); writeDecimal(UInt64(t.destinationPort), to: &out); out.append(ascii: "</dport>")
+                out.append(ascii: "</"); out.append(string: tag); out.append(62)
+            }
+        }
+        out.append(ascii: "</layer4><meta>")
+        if let h = x.helper { out.append(ascii: "<helper-name>"); out.append(string: h); out.append(ascii: "</helper-name>") }
+        if let t = x.timeout { out.append(ascii: "<timeout>"); writeDecimal(UInt64(t), to: &out); out.append(ascii: "</timeout>") }
+        if let c = x.expectClass { out.append(ascii: "<class>"); writeDecimal(UInt64(c), to: &out); out.append(ascii: "</class>") }
+        if let z = x.zone { out.append(ascii: "<zone>"); writeDecimal(UInt64(z), to: &out); out.append(ascii: "</zone>") }
+        out.append(ascii: "</meta></flow>")
     }
 }
 

@@ -99,10 +99,11 @@ struct ConntrackRunner {
         if args.table == "expect" {
             let opts = textOptions()
             _ = try table.dumpExpectations(family: args.family) { x in
-                ConntrackText.write(x, options: opts, to: &out.bytes)
-                out.lineDone()
+                if counter == 0 && args.output == .xml { out.write(ExpectationXML.header) }
+                writeExpectation(x, event: nil, options: opts)
                 counter += 1
             }
+            if counter > 0 && args.output == .xml { out.write(ExpectationXML.footer) }
             out.flush()
             note("\(counter) expectations have been shown.")
             return 0
@@ -132,6 +133,15 @@ struct ConntrackRunner {
         case .xml:
             if !xmlOpen && event == nil { out.write(ConntrackXML.header); xmlOpen = true }
             ConntrackXML.write(e, event: event, now: options.now, to: &out.bytes)
+        }
+        out.lineDone()
+    }
+
+    func writeExpectation(_ x: Expectation, event: EventKind?, options: TextFormatOptions) {
+        switch args.output {
+        case .json: ConntrackJSON.write(x, event: event, to: &out.bytes)
+        case .xml: ExpectationXML.write(x, to: &out.bytes)
+        case .text, .save: ConntrackText.write(x, event: event, options: options, to: &out.bytes)
         }
         out.lineDone()
     }
@@ -337,8 +347,7 @@ struct ConntrackRunner {
                 write(e, event: kind, options: opts, save: save, xmlOpen: &xmlOpen)
                 counter += 1
             case .expectation(let kind, let x):
-                ConntrackText.write(x, event: kind, options: opts, to: &out.bytes)
-                out.lineDone()
+                writeExpectation(x, event: kind, options: opts)
                 counter += 1
             case .gap:
                 out.flush()

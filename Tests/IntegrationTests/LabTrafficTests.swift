@@ -66,3 +66,73 @@ final class LabTrafficTests: XCTestCase {
         XCTAssertTrue(after.contains("packets=0 bytes=0"), after)
     }
 }
+
+/// An FTP control connection through the router with the ftp helper makes an expectation;
+/// `ctsync dump expect` must print it as conntrack does, and follow it in events.
+final class ExpectationTests: XCTestCase {
+    var prefix = ""
+    let lab = Lab.packageRoot.appendingPathComponent("contrib/lab/lab.sh").path
+
+    override func setUpWithError() throws {
+        try Lab.requireRoot()
+        prefix = "ctx\(getpid() % 100000)"
+        let up = Lab.run("bash \(lab) up \(prefix)")
+        guard up.status == 0 else { throw LabError(message: "lab up: \(up.stderr)") }
+        let helper = Lab.run("""
+            ip netns exec \(prefix)-router nft -f - <<'NFT'
+            table inet h {
+              ct helper ftp-std { type "ftp" protocol tcp; }
+              chain pre {
+                type filter hook prerouting priority 0; policy accept;
+                tcp dport 21 ct helper set "ftp-std"
+              }
+            }
+            NFT
+            """)
+        guard helper.status == 0 else { throw LabError(message: "ftp helper: \(helper.stderr)") }
+    }
+
+    override func tearDown() {
+        if !prefix.isEmpty { Lab.run("bash \(lab) down \(prefix)") }
+    }
+
+    func router(_ command: String) -> Lab.Result {
+        Lab.run("ip netns exec \(prefix)-router bash -c \(Namespace.quote(command))")
+    }
+
+    func testFTPExpectationIsListedAsConntrackListsIt() throws {
+        let eventsFile = "/tmp/ctsync-exp-\(prefix)"
+        defer { for f in [eventsFile, eventsFile + ".err"] { try? FileManager.default.removeItem(atPath: f) } }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        p.arguments = ["netns", "exec", "\(prefix)-router", Lab.ctsync, "events", "expect", "-o", "json"]
+        FileManager.default.createFile(atPath: eventsFile, contents: nil)
+        p.standardOutput = FileHandle(forWritingAtPath: eventsFile)
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        usleep(500_000)
+
+        Lab.run("ip netns exec \(prefix)-server bash -c 'timeout 8 nc -l 203.0.113.2 21 >/dev/null 2>&1 &'")
+        usleep(300_000)
+        // The helper never parses the first segment of a direction: send a line before PORT.
+        Lab.run("ip netns exec \(prefix)-client bash -c \"(printf 'USER x\\r\\n'; sleep 0.3; printf 'PORT 198,51,100,2,200,10\\r\\n'; sleep 4) | timeout 6 nc 203.0.113.2 21 >/dev/null 2>&1 &\"")
+        usleep(1_200_000)
+
+        for o in ["", "-o xml", "-o id"] {
+            let theirs = router("conntrack -L expect \(o)"), ours = router("\(Lab.ctsync) dump expect \(o)")
+            XCTAssertEqual(ours.status, 0, ours.stderr)
+            XCTAssertEqual(normalise(ours.stdout).map { $0.replacingOccurrences(of: #"^\d+ "#, with: "T ", options: .regularExpression) },
+                           normalise(theirs.stdout).map { $0.replacingOccurrences(of: #"^\d+ "#, with: "T ", options: .regularExpression) }, o)
+        }
+        XCTAssertTrue(router("conntrack -L expect").stdout.contains("dport=51210"), "no expectation was created")
+        let json = router("\(Lab.ctsync) dump expect -o json").stdout
+        XCTAssertTrue(json.contains("\"kind\":\"expectation\""), json)
+        XCTAssertTrue(json.contains("\"master\":{\"src\":\"198.51.100.2\",\"dst\":\"203.0.113.2\""), json)
+        XCTAssertTrue(json.contains("\"helper\":\"ftp\""), json)
+
+        p.terminate()
+        p.waitUntilExit()
+        let events = (try? String(contentsOfFile: eventsFile, encoding: .utf8)) ?? ""
+        XCTAssertTrue(events.contains("\"kind\":\"expectation\",\"event\":\"new\""), events)
+    }
+}
