@@ -399,6 +399,39 @@ public final class ConntrackTable: @unchecked Sendable {
         try request(b.bytes, operation: expectations ? "flush expect table" : "flush conntrack table")
     }
 
+    /// Creates an expectation (its master must exist; ctnetlink uses the master's helper).
+    public func createExpectation(_ x: Expectation) throws {
+        try guardWrite("create expectation")
+        var b = MessageBuilder()
+        b.begin(subsystem: NL.subsysExpect, type: CtMsg.new, flags: NL.request | NL.create | NL.excl | NL.ack,
+                sequence: socket.nextSequence(), family: x.tuple.family.rawValue)
+        CtNetlinkCodec.encodeTuple(x.master, as: CTA.Expect.master, into: &b)
+        CtNetlinkCodec.encodeTuple(x.tuple, as: CTA.Expect.tuple, into: &b)
+        CtNetlinkCodec.encodeTuple(x.mask, as: CTA.Expect.mask, into: &b)
+        b.attrBE32(CTA.Expect.timeout, x.timeout ?? 0)
+        if let z = x.zone { b.attrBE16(CTA.Expect.zone, z) }
+        if let f = x.flags { b.attrBE32(CTA.Expect.flags, f) }
+        if let h = x.helper { b.attrString(CTA.Expect.helpName, h) }
+        if let c = x.expectClass { b.attrBE32(CTA.Expect.expClass, c) }
+        b.end()
+        try request(b.bytes, operation: "create expectation")
+    }
+
+    /// Reads one expectation by its expected tuple.
+    public func getExpectation(_ tuple: Tuple) throws -> Expectation {
+        var b = MessageBuilder()
+        b.begin(subsystem: NL.subsysExpect, type: CtMsg.get, flags: NL.request | NL.ack,
+                sequence: socket.nextSequence(), family: tuple.family.rawValue)
+        CtNetlinkCodec.encodeTuple(tuple, as: CTA.Expect.master, into: &b)
+        b.end()
+        var found: Expectation?
+        try request(b.bytes, operation: "get expectation") { _, attrs in
+            found = try CtNetlinkCodec.decodeExpectation(attributes: attrs)
+        }
+        guard let found else { throw ConntrackError(.system(ENOENT), operation: "get expectation") }
+        return found
+    }
+
     /// Deletes one expectation by its tuple.
     public func deleteExpectation(_ tuple: Tuple) throws {
         try guardWrite("delete expectation")

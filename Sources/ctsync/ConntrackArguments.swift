@@ -88,6 +88,9 @@ struct ConntrackArguments {
     var eventMask: EventMask?
     var bufferSize: Int?
     var loadFile: String?
+    /// Expectation parts (`-I expect`): expected tuple and mask addresses and ports.
+    var tupleSrc: IPAddress?, tupleDst: IPAddress?, maskSrc: IPAddress?, maskDst: IPAddress?
+    var tupleSport: UInt16?, tupleDport: UInt16?, maskSport: UInt16?, maskDport: UInt16?
     var id: UInt32?
     /// ctsync extensions: permit writes in the host's namespace; re-dump after event loss.
     var hostTable = false
@@ -117,7 +120,7 @@ struct ConntrackArguments {
         "sport", "orig-port-src", "dport", "orig-port-dst", "reply-port-src", "reply-port-dst", "state",
         "icmp-type", "icmp-code", "icmp-id", "icmpv6-type", "icmpv6-code", "icmpv6-id", "srckey", "dstkey",
         "reply-key-src", "reply-key-dst", "orig-vtag", "reply-vtag", "role", "mask-port-src", "mask-port-dst",
-        "tuple-port-src", "tuple-port-dst", "master-port-src", "master-port-dst",
+        "tuple-port-src", "tuple-port-dst",
     ]
 
     /// Parses conntrack's argv (without the program name).
@@ -380,8 +383,18 @@ struct ConntrackArguments {
             case "<": labelsAdd += names
             default: labelsDel = (labelsDel ?? []) + names
             }
-        case "[", "]", "{", "}", "a":
-            opt = key == "[" ? .tupleSrc : key == "]" ? .tupleDst : key == "{" ? .maskSrc : key == "}" ? .maskDst : .natRange
+        case "[", "]", "{", "}":
+            opt = key == "[" ? .tupleSrc : key == "]" ? .tupleDst : key == "{" ? .maskSrc : .maskDst
+            let v = try need()
+            guard let a = IPAddress(v) else { throw ParameterProblem("Bad parameter `\(v)'") }
+            switch key {
+            case "[": tupleSrc = a
+            case "]": tupleDst = a
+            case "{": maskSrc = a
+            default: maskDst = a
+            }
+        case "a":
+            opt = .natRange
             _ = try need()
         default:
             throw ParameterProblem("unknown option `-\(key)'")
@@ -421,7 +434,7 @@ struct ConntrackArguments {
             return n
         }
         let portNames: Set<String> = ["sport", "orig-port-src", "dport", "orig-port-dst", "reply-port-src", "reply-port-dst",
-                                      "mask-port-src", "mask-port-dst", "tuple-port-src", "tuple-port-dst", "master-port-src", "master-port-dst"]
+                                      "mask-port-src", "mask-port-dst", "tuple-port-src", "tuple-port-dst"]
         let valid: Bool
         switch proto {
         case .tcp: valid = portNames.contains(name) || name == "state"
@@ -463,7 +476,11 @@ struct ConntrackArguments {
         case "role":
             switch v { case "client": dccpRole = 0; case "server": dccpRole = 1
             default: throw ParameterProblem("Bad parameter `\(v)'") }
-        default: break   // expectation-only port options are accepted and ignored here
+        case "tuple-port-src": tupleSport = try port()
+        case "tuple-port-dst": tupleDport = try port()
+        case "mask-port-src": maskSport = try port()
+        case "mask-port-dst": maskDport = try port()
+        default: break
         }
     }
 
@@ -562,6 +579,18 @@ struct ConntrackArguments {
         if var n = s, n.port == nil, let p = replyDport, p != (sport ?? p) { n.port = p; s = n }
         if var n = d, n.port == nil, let p = replySport, p != (dport ?? p) { n.port = p; d = n }
         return (s, d)
+    }
+
+    /// The expectation of `-I expect`: master from -s/-d/--sport/--dport, expected tuple
+    /// from --tuple-*, mask from --mask-*.
+    func expectation() -> Expectation? {
+        guard let master = originalTuple(), let ts = tupleSrc, let td = tupleDst, let ms = maskSrc, let md = maskDst else { return nil }
+        let p = master.l4proto
+        let tuple = Tuple(source: ts, destination: td, l4proto: p, sourcePort: tupleSport ?? 0, destinationPort: tupleDport ?? 0)
+        let mask = Tuple(source: ms, destination: md, l4proto: p, sourcePort: maskSport ?? 0, destinationPort: maskDport ?? 0)
+        var x = Expectation(master: master, tuple: tuple, mask: mask)
+        x.timeout = timeout
+        return x
     }
 
     /// The entry to create or update: every field the arguments set.

@@ -61,8 +61,23 @@ struct ConntrackRunner {
     }
 
     func execute() throws -> Int32 {
-        if args.table == "expect" && [.create, .add, .get, .update].contains(args.command) {
-            throw OtherProblem("creating, reading or updating single expectations is not supported yet; use -L, -D, -F or -E with expect")
+        if args.table == "expect" {
+            switch args.command {
+            case .create:
+                guard let x = args.expectation() else { throw ParameterProblem("missing expectation tuple or mask") }
+                try ConntrackTable(allowHostTableWrites: args.hostTable).createExpectation(x)
+                note("1 expectation has been created.")
+                return 0
+            case .get:
+                guard let t = args.originalTuple() else { throw ParameterProblem("missing tuple") }
+                let x = try ConntrackTable(allowHostTableWrites: args.hostTable).getExpectation(t)
+                writeExpectation(x, event: nil, options: textOptions())
+                if args.output == .xml { out.bytes.insert(contentsOf: Array(ExpectationXML.header.utf8), at: 0); out.write(ExpectationXML.footer) }
+                out.flush()
+                note("1 expectations have been shown.")
+                return 0
+            default: break
+            }
         }
         switch args.command {
         case .version:

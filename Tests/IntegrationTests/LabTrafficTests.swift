@@ -135,4 +135,25 @@ final class ExpectationTests: XCTestCase {
         let events = (try? String(contentsOfFile: eventsFile, encoding: .utf8)) ?? ""
         XCTAssertTrue(events.contains("\"kind\":\"expectation\",\"event\":\"new\""), events)
     }
+
+    func testCreateGetDeleteAnExpectationOnAHelpedMaster() throws {
+        Lab.run("ip netns exec \(prefix)-server bash -c 'timeout 8 nc -l 203.0.113.2 21 >/dev/null 2>&1 &'")
+        usleep(300_000)
+        Lab.run("ip netns exec \(prefix)-client bash -c \"(printf 'USER x\\r\\n'; sleep 5) | timeout 6 nc 203.0.113.2 21 >/dev/null 2>&1 &\"")
+        usleep(800_000)
+        let control = router("conntrack -L -p tcp --dport 21 2>/dev/null").stdout
+        let sport = try XCTUnwrap(control.range(of: #"sport=(\d+) dport=21"#, options: .regularExpression).map {
+            control[$0].dropFirst(6).prefix { $0.isNumber } }, control)
+        let create = router("\(Lab.ctsync) conntrack -I expect -s 198.51.100.2 -d 203.0.113.2 -p tcp --sport \(sport) --dport 21 --tuple-src 203.0.113.2 --tuple-dst 198.51.100.2 --tuple-port-src 0 --tuple-port-dst 5000 --mask-src 255.255.255.255 --mask-dst 255.255.255.255 --mask-port-src 0 --mask-port-dst 65535 -t 100")
+        XCTAssertEqual(create.status, 0, create.stderr)
+        let listed = router("conntrack -L expect").stdout
+        XCTAssertTrue(listed.contains("proto=6 src=203.0.113.2 dst=198.51.100.2 sport=0 dport=5000 mask-src=255.255.255.255 mask-dst=255.255.255.255 sport=0 dport=65535 master-src=198.51.100.2 master-dst=203.0.113.2 sport=\(sport) dport=21 class=0 helper=ftp"), listed)
+        let get = router("\(Lab.ctsync) conntrack -G expect -s 203.0.113.2 -d 198.51.100.2 -p tcp --sport 0 --dport 5000")
+        XCTAssertEqual(get.status, 0, get.stderr)
+        XCTAssertEqual(normalise(get.stdout).map { $0.replacingOccurrences(of: #"^\d+ "#, with: "T ", options: .regularExpression) },
+                       normalise(listed).map { $0.replacingOccurrences(of: #"^\d+ "#, with: "T ", options: .regularExpression) })
+        XCTAssertEqual(router("\(Lab.ctsync) conntrack -D expect -s 203.0.113.2 -d 198.51.100.2 -p tcp --sport 0 --dport 5000").status, 0)
+        XCTAssertEqual(router("conntrack -L expect 2>/dev/null").stdout, "")
+        XCTAssertEqual(router("\(Lab.ctsync) conntrack -G expect -s 203.0.113.2 -d 198.51.100.2 -p tcp --sport 0 --dport 5000").status, 1)
+    }
 }
