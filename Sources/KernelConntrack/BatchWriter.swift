@@ -108,28 +108,20 @@ public final class BatchWriter: @unchecked Sendable {
         try table.socket.send(batch.bytes, operation: "write entries")
         let lastSeq = batch.firstSequence &+ UInt32(batch.count - 1)
         var found: [(index: Int, error: ConntrackError)] = []
-        while true {
+        var finished = false
+        while !finished {
             let n = try table.socket.receive(into: buf, operation: "write entries")
-            let d = UnsafeRawBufferPointer(rebasing: buf[0..<n])
-            var off = 0
-            while off + NL.headerSize <= d.count {
-                let len = Int(d.loadUnaligned(fromByteOffset: off, as: UInt32.self))
-                let type = d.loadUnaligned(fromByteOffset: off + 4, as: UInt16.self)
-                let seq = d.loadUnaligned(fromByteOffset: off + 8, as: UInt32.self)
-                guard len >= NL.headerSize, off + len <= d.count else {
-                    throw ConntrackError(.malformed("message length \(len) past the datagram"), operation: "write entries")
+            try forEachMessage(in: UnsafeRawBufferPointer(rebasing: buf[0..<n]), operation: "write entries") { m in
+                guard let code = m.errorCode else { return true }
+                let k = Int(m.sequence &- batch.firstSequence)
+                if code != 0, k >= 0, k < batch.count {
+                    let op = ["create entry", "update entry", "delete entry"][Int(batch.operations[k])]
+                    found.append((batch.firstIndex + k, ConntrackError(.system(-code), operation: op)))
                 }
-                if type == NL.error, len >= NL.headerSize + 4 {
-                    let code = d.loadUnaligned(fromByteOffset: off + NL.headerSize, as: Int32.self)
-                    let k = Int(seq &- batch.firstSequence)
-                    if code != 0, k >= 0, k < batch.count {
-                        let op = ["create entry", "update entry", "delete entry"][Int(batch.operations[k])]
-                        found.append((batch.firstIndex + k, ConntrackError(.system(-code), operation: op)))
-                    }
-                    if seq == lastSeq { return found }
-                }
-                off += (len + 3) & ~3
+                finished = m.sequence == lastSeq
+                return !finished
             }
         }
+        return found
     }
 }

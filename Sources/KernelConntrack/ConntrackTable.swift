@@ -190,38 +190,31 @@ public final class ConntrackTable: @unchecked Sendable {
     @discardableResult
     func walk(_ d: UnsafeRawBufferPointer, operation: String,
               message: (NetlinkMessage) throws -> Void) throws -> Bool {
-        var off = 0
-        while off + NL.headerSize <= d.count {
-            let len = Int(d.loadUnaligned(fromByteOffset: off, as: UInt32.self))
-            let type = d.loadUnaligned(fromByteOffset: off + 4, as: UInt16.self)
-            let flags = d.loadUnaligned(fromByteOffset: off + 6, as: UInt16.self)
-            guard len >= NL.headerSize, off + len <= d.count else {
-                throw ConntrackError(.malformed("message length \(len) past the datagram"), operation: operation)
-            }
-            switch type {
+        var done = false
+        try forEachMessage(in: d, operation: operation) { m in
+            switch m.type {
             case NL.done:
-                return true
+                done = true
             case NL.error:
-                guard len >= NL.headerSize + 4 else {
+                guard let code = m.errorCode else {
                     throw ConntrackError(.malformed("short error message"), operation: operation)
                 }
-                let code = d.loadUnaligned(fromByteOffset: off + NL.headerSize, as: Int32.self)
                 if code != 0 { throw ConntrackError(.system(-code), operation: operation) }
-                return true
+                done = true
             case NL.noop, NL.overrun:
-                break
+                return true
             default:
-                guard len >= NL.headerSize + NL.nfgenSize else {
+                guard m.payload.count >= NL.nfgenSize else {
                     throw ConntrackError(.malformed("message without nfgenmsg"), operation: operation)
                 }
-                let family = d[off + NL.headerSize]
-                let resID = UInt16(d[off + NL.headerSize + 2]) << 8 | UInt16(d[off + NL.headerSize + 3])
-                let attrs = UnsafeRawBufferPointer(rebasing: d[(off + NL.headerSize + NL.nfgenSize)..<(off + len)])
-                try message(NetlinkMessage(type: type, flags: flags, family: family, resID: resID, attributes: attrs))
+                let p = m.payload
+                try message(NetlinkMessage(type: m.type, flags: m.flags, family: p[0],
+                                           resID: UInt16(p[2]) << 8 | UInt16(p[3]),
+                                           attributes: UnsafeRawBufferPointer(rebasing: p[NL.nfgenSize...])))
             }
-            off += (len + 3) & ~3
+            return !done
         }
-        return false
+        return done
     }
 
     // MARK: Single requests
@@ -517,15 +510,16 @@ final class ReceivePipeline: @unchecked Sendable {
 
     /// True when the datagram holds NLMSG_DONE or an error (the dump's end).
     static func endsDump(_ d: UnsafeRawBufferPointer) -> Bool {
-        var off = 0
-        while off + NL.headerSize <= d.count {
-            let len = Int(d.loadUnaligned(fromByteOffset: off, as: UInt32.self))
-            let type = d.loadUnaligned(fromByteOffset: off + 4, as: UInt16.self)
-            if type == NL.done || type == NL.error { return true }
-            guard len >= NL.headerSize else { return true }
-            off += (len + 3) & ~3
+        var end = false
+        do {
+            try forEachMessage(in: d, operation: "dump") { m in
+                end = m.type == NL.done || m.type == NL.error
+                return !end
+            }
+        } catch {
+            return true   // the consumer's walk reports the bad length
         }
-        return false
+        return end
     }
 
     /// The next received datagram, or nil after the last one.

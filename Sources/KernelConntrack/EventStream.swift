@@ -77,27 +77,23 @@ public final class EventStream: @unchecked Sendable {
 
     /// Decodes the event messages of one datagram.
     public static func decode(_ d: UnsafeRawBufferPointer, into out: inout [ConntrackEvent]) throws {
-        var off = 0
-        while off + NL.headerSize <= d.count {
-            let len = Int(d.loadUnaligned(fromByteOffset: off, as: UInt32.self))
-            let type = d.loadUnaligned(fromByteOffset: off + 4, as: UInt16.self)
-            let flags = d.loadUnaligned(fromByteOffset: off + 6, as: UInt16.self)
-            guard len >= NL.headerSize + NL.nfgenSize, off + len <= d.count else {
-                throw ConntrackError(.malformed("event message length \(len)"), operation: "decode event")
+        try forEachMessage(in: d, operation: "decode event") { m in
+            guard m.payload.count >= NL.nfgenSize else {
+                throw ConntrackError(.malformed("event message without nfgenmsg"), operation: "decode event")
             }
-            let subsys = type >> 8, msg = type & 0xff
-            let family = d[off + NL.headerSize]
-            let attrs = UnsafeRawBufferPointer(rebasing: d[(off + NL.headerSize + NL.nfgenSize)..<(off + len)])
+            let subsys = m.type >> 8, msg = m.type & 0xff
+            let family = m.payload[0]
+            let attrs = UnsafeRawBufferPointer(rebasing: m.payload[NL.nfgenSize...])
             let kind: EventKind
             if msg == CtMsg.delete { kind = .destroy }
-            else if flags & (NL.create | NL.excl) != 0 { kind = .new }
+            else if m.flags & (NL.create | NL.excl) != 0 { kind = .new }
             else { kind = .update }
             if subsys == NL.subsysConntrack && (msg == CtMsg.new || msg == CtMsg.delete) {
                 out.append(.entry(kind, try CtNetlinkCodec.decodeEntry(family: family, attributes: attrs)))
             } else if subsys == NL.subsysExpect && (msg == CtMsg.new || msg == CtMsg.delete) {
                 out.append(.expectation(kind, try CtNetlinkCodec.decodeExpectation(attributes: attrs)))
             }
-            off += (len + 3) & ~3
+            return true
         }
     }
 }

@@ -240,6 +240,41 @@ struct MessageBuilder {
     }
 }
 
+/// One netlink message of a received datagram.
+struct NetlinkMessageHeader {
+    var type: UInt16
+    var flags: UInt16
+    var sequence: UInt32
+    /// Everything after the 16-byte nlmsghdr.
+    var payload: UnsafeRawBufferPointer
+
+    /// The error code of an NLMSG_ERROR message (0 = ack), nil for other types or a short one.
+    var errorCode: Int32? {
+        guard type == NL.error, payload.count >= 4 else { return nil }
+        return payload.loadUnaligned(as: Int32.self)
+    }
+}
+
+/// Iterates the messages of one datagram, never past its end. A length that does not fit
+/// throws `.malformed`; `body` returns false to stop early.
+func forEachMessage(in d: UnsafeRawBufferPointer, operation: String,
+                    _ body: (NetlinkMessageHeader) throws -> Bool) throws {
+    var off = 0
+    while off + NL.headerSize <= d.count {
+        let len = Int(d.loadUnaligned(fromByteOffset: off, as: UInt32.self))
+        guard len >= NL.headerSize, off + len <= d.count else {
+            throw ConntrackError(.malformed("message length \(len) past the datagram"), operation: operation)
+        }
+        let m = NetlinkMessageHeader(
+            type: d.loadUnaligned(fromByteOffset: off + 4, as: UInt16.self),
+            flags: d.loadUnaligned(fromByteOffset: off + 6, as: UInt16.self),
+            sequence: d.loadUnaligned(fromByteOffset: off + 8, as: UInt32.self),
+            payload: UnsafeRawBufferPointer(rebasing: d[(off + NL.headerSize)..<(off + len)]))
+        guard try body(m) else { return }
+        off += (len + 3) & ~3
+    }
+}
+
 /// A bounds-checked reader over netlink attributes (struct nlattr TLVs).
 struct AttributeIterator: IteratorProtocol {
     let buffer: UnsafeRawBufferPointer

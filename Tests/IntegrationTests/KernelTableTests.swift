@@ -136,6 +136,16 @@ final class KernelTableTests: XCTestCase {
         XCTAssertEqual(kinds, ["new", "update", "destroy"], events)
     }
 
+    /// Stops the listener, loads `count` UDP entries in one batch (far more events than its
+    /// tiny buffer holds), and lets it run again.
+    func burst(_ count: Int, into ns: Namespace, while listener: Process, scratch: String) throws {
+        kill(listener.processIdentifier, SIGSTOP)
+        let lines = (0..<count).map { "-I -p udp -s 192.0.2.1 -d 198.51.100.2 --sport \(1000 + $0) --dport 53 -t 60" }
+        try lines.joined(separator: "\n").write(toFile: scratch, atomically: true, encoding: .utf8)
+        XCTAssertEqual(ns.ctsync("conntrack -R \(scratch)").status, 0)
+        kill(listener.processIdentifier, SIGCONT)
+    }
+
     func testAnEventOverflowIsReportedAndSurvived() throws {
         let ns = try namespace()
         let out = "/tmp/ctsync-overflow-\(ns.name)"
@@ -143,12 +153,7 @@ final class KernelTableTests: XCTestCase {
         // A tiny receive buffer, and the reader stopped while a burst arrives.
         let listener = try ns.spawnCtsync(["events", "-b", "4096", "-o", "json"], stdout: out, stderr: out + ".err")
         try ns.waitForListener(writingTo: out)
-        let pid = listener.processIdentifier
-        kill(pid, SIGSTOP)
-        let burst = (0..<3000).map { "-I -p udp -s 192.0.2.1 -d 198.51.100.2 --sport \(1000 + $0) --dport 53 -t 60" }.joined(separator: "\n")
-        try burst.write(toFile: out + ".load", atomically: true, encoding: .utf8)
-        XCTAssertEqual(ns.ctsync("conntrack -R \(out).load").status, 0)
-        kill(pid, SIGCONT)
+        try burst(3000, into: ns, while: listener, scratch: out + ".load")
         usleep(500_000)
         // After the gap the stream goes on: a later event still arrives.
         ns.ctsync("create -p tcp -s 192.0.2.9 -d 198.51.100.9 --sport 1 --dport 2 --state ESTABLISHED -t 60")
@@ -168,12 +173,7 @@ final class KernelTableTests: XCTestCase {
         defer { for f in [out, out + ".err", out + ".load"] { try? FileManager.default.removeItem(atPath: f) } }
         let listener = try ns.spawnCtsync(["events", "-b", "4096", "--resync", "-o", "json"], stdout: out, stderr: out + ".err")
         try ns.waitForListener(writingTo: out)
-        let pid = listener.processIdentifier
-        kill(pid, SIGSTOP)
-        let burst = (0..<3000).map { "-I -p udp -s 192.0.2.1 -d 198.51.100.2 --sport \(1000 + $0) --dport 53 -t 60" }.joined(separator: "\n")
-        try burst.write(toFile: out + ".load", atomically: true, encoding: .utf8)
-        XCTAssertEqual(ns.ctsync("conntrack -R \(out).load").status, 0)
-        kill(pid, SIGCONT)
+        try burst(3000, into: ns, while: listener, scratch: out + ".load")
         usleep(1_500_000)
         listener.terminate()
         listener.waitUntilExit()

@@ -156,3 +156,24 @@ func normalise(_ text: String) -> [String] {
         return s
     }.sorted()
 }
+
+/// The contrib/lab topology (client, router, standby, server) under a unique prefix.
+final class LabNodes {
+    let prefix: String
+    static let script = Lab.packageRoot.appendingPathComponent("contrib/lab/lab.sh").path
+
+    init(prefix: String) throws {
+        try Lab.requireRoot()
+        self.prefix = "\(prefix)\(getpid() % 100000)"
+        let up = Lab.run("bash \(LabNodes.script) up \(self.prefix)")
+        guard up.status == 0 else { throw LabError(message: "lab up: \(up.stderr)") }
+    }
+
+    /// Runs a command line on one node (client, router, standby, server).
+    @discardableResult
+    func on(_ node: String, _ command: String) -> Lab.Result {
+        Lab.run("ip netns exec \(prefix)-\(node) bash -c \(Namespace.quote(command))")
+    }
+
+    func down() { Lab.run("bash \(LabNodes.script) down \(prefix)") }
+}

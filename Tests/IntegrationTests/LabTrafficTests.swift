@@ -3,24 +3,13 @@ import XCTest
 
 /// Real traffic through the lab's router; the router's table read by ctsync and by conntrack.
 final class LabTrafficTests: XCTestCase {
-    var prefix = ""
-    let lab = Lab.packageRoot.appendingPathComponent("contrib/lab/lab.sh").path
+    var lab: LabNodes?
 
-    override func setUpWithError() throws {
-        try Lab.requireRoot()
-        prefix = "ctl\(getpid() % 100000)"
-        let up = Lab.run("bash \(lab) up \(prefix)")
-        guard up.status == 0 else { throw LabError(message: "lab up: \(up.stderr)") }
-    }
-
-    override func tearDown() {
-        if !prefix.isEmpty { Lab.run("bash \(lab) down \(prefix)") }
-    }
+    override func setUpWithError() throws { lab = try LabNodes(prefix: "ctl") }
+    override func tearDown() { lab?.down() }
 
     @discardableResult
-    func on(_ node: String, _ command: String) -> Lab.Result {
-        Lab.run("ip netns exec \(prefix)-\(node) bash -c \(Namespace.quote(command))")
-    }
+    func on(_ node: String, _ command: String) -> Lab.Result { lab!.on(node, command) }
 
     func makeTraffic() {
         on("server", "timeout 5 nc -l 203.0.113.2 8080 >/dev/null 2>&1 & timeout 5 nc -6 -l 2001:db8:2::2 8081 >/dev/null 2>&1 & timeout 5 nc -u -l 203.0.113.2 5353 >/dev/null 2>&1 &")
@@ -70,14 +59,11 @@ final class LabTrafficTests: XCTestCase {
 /// An FTP control connection through the router with the ftp helper makes an expectation;
 /// `ctsync dump expect` must print it as conntrack does, and follow it in events.
 final class ExpectationTests: XCTestCase {
-    var prefix = ""
-    let lab = Lab.packageRoot.appendingPathComponent("contrib/lab/lab.sh").path
+    var lab: LabNodes?
+    var prefix: String { lab!.prefix }
 
     override func setUpWithError() throws {
-        try Lab.requireRoot()
-        prefix = "ctx\(getpid() % 100000)"
-        let up = Lab.run("bash \(lab) up \(prefix)")
-        guard up.status == 0 else { throw LabError(message: "lab up: \(up.stderr)") }
+        lab = try LabNodes(prefix: "ctx")
         let helper = Lab.run("""
             ip netns exec \(prefix)-router nft -f - <<'NFT'
             table inet h {
@@ -92,13 +78,9 @@ final class ExpectationTests: XCTestCase {
         guard helper.status == 0 else { throw LabError(message: "ftp helper: \(helper.stderr)") }
     }
 
-    override func tearDown() {
-        if !prefix.isEmpty { Lab.run("bash \(lab) down \(prefix)") }
-    }
+    override func tearDown() { lab?.down() }
 
-    func router(_ command: String) -> Lab.Result {
-        Lab.run("ip netns exec \(prefix)-router bash -c \(Namespace.quote(command))")
-    }
+    func router(_ command: String) -> Lab.Result { lab!.on("router", command) }
 
     func testFTPExpectationIsListedAsConntrackListsIt() throws {
         let eventsFile = "/tmp/ctsync-exp-\(prefix)"
