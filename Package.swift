@@ -11,6 +11,8 @@ let package = Package(
         .executable(name: "ctsync", targets: ["ctsync"]),
         .library(name: "ConntrackCore", targets: ["ConntrackCore"]),
         .library(name: "KernelConntrack", targets: ["KernelConntrack"]),
+        .library(name: "PacketDecoding", targets: ["PacketDecoding"]),
+        .library(name: "PacketCapture", targets: ["PacketCapture"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -18,6 +20,8 @@ let package = Package(
     ],
     targets: [
         .target(name: "ConntrackCore"),
+        .target(name: "PacketDecoding", dependencies: ["ConntrackCore"]),
+        .target(name: "PacketCapture", dependencies: ["CPcap"]),
         .systemLibrary(
             name: "CNetfilterConntrack",
             pkgConfig: "libnetfilter_conntrack",
@@ -39,13 +43,14 @@ let package = Package(
         .executableTarget(
             name: "ctsync",
             dependencies: [
-                "ConntrackCore", "KernelConntrack",
+                "ConntrackCore", "KernelConntrack", "PacketDecoding", "PacketCapture",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "ConntrackCoreTests", dependencies: ["ConntrackCore"]),
         .testTarget(name: "KernelConntrackTests", dependencies: ["KernelConntrack", "ConntrackCore"]),
+        .testTarget(name: "PacketDecodingTests", dependencies: ["PacketDecoding", "PacketCapture", "ConntrackCore"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["KernelConntrack", "ConntrackCore"]

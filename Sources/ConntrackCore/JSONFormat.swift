@@ -153,6 +153,9 @@ public enum ConntrackJSON {
         out.append(ascii: ",\"after\":"); writeDecimal(UInt64(s.offsetAfter), to: &out); out.append(125)
     }
 
+    /// Appends `s` as a JSON string literal.
+    public static func writeString(_ s: String, to out: inout [UInt8]) { string(s, to: &out) }
+
     static func string(_ s: String, to out: inout [UInt8]) {
         out.append(34)
         for b in s.utf8 {
