@@ -1,0 +1,73 @@
+import Foundation
+import PacketCapture
+import PacketDecoding
+import XCTest
+
+/// Reading pcap files through libpcap: frames, nanosecond times, and damaged files.
+final class CaptureFileTests: XCTestCase {
+    typealias B = PacketBuilder
+
+    func write(_ bytes: [UInt8]) throws -> String {
+        let path = NSTemporaryDirectory() + "ctsync-test-\(UUID().uuidString).pcap"
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        return path
+    }
+
+    func frames() -> [(ns: UInt64, bytes: [UInt8], wireLength: Int?)] {
+        (0..<3).map { i in
+            (ns: 1_700_000_000_123_456_789 + UInt64(i), bytes: B.ethernet(B.ipv4(src: "192.0.2.1", dst: "192.0.2.2", proto: 17,
+                                                                              payload: B.udp(sport: UInt16(1000 + i), dport: 53))), wireLength: nil)
+        }
+    }
+
+    func testFramesAndNanosecondTimestamps() throws {
+        let source = try CaptureSource(file: try write(B.pcap(linkType: 1, frames: frames())))
+        XCTAssertEqual(source.linkType, LinkType.ethernet.rawValue)
+        var seen: [(Int, UInt64, UInt16)] = []
+        let decoder = PacketDecoder(linkType: source.linkType)
+        try source.forEach { f in
+            guard case .success(let p) = decoder.decode(f.data, originalLength: f.originalLength) else { return XCTFail() }
+            seen.append((f.number, f.timestamp, p.sourcePort))
+        }
+        XCTAssertEqual(seen.map(\.0), [1, 2, 3])
+        XCTAssertEqual(seen.map(\.1), [1_700_000_000_123_456_789, 1_700_000_000_123_456_790, 1_700_000_000_123_456_791])
+        XCTAssertEqual(seen.map(\.2), [1000, 1001, 1002])
+    }
+
+    func testACutOffFileDeliversWhatIsWholeThenNamesTheFrame() throws {
+        let whole = B.pcap(linkType: 1, frames: frames())
+        let source = try CaptureSource(file: try write(Array(whole[0..<(whole.count - 10)])))
+        var delivered = 0
+        XCTAssertThrowsError(try source.forEach { _ in delivered += 1 }) { error in
+            guard case .damaged(let frame, _) = (error as? CaptureError)?.kind else { return XCTFail("\(error)") }
+            XCTAssertEqual(frame, 3)
+        }
+        XCTAssertEqual(delivered, 2)
+    }
+
+    func testANonPcapFileIsRefused() throws {
+        XCTAssertThrowsError(try CaptureSource(file: try write(Array("not a capture\n".utf8)))) { error in
+            guard case .open(let m) = (error as? CaptureError)?.kind else { return XCTFail("\(error)") }
+            XCTAssertFalse(m.contains("\n"))
+        }
+    }
+
+    func testSummaryCountsProtocolsDirectionsAndSkips() {
+        var s = CaptureSummary(linkType: LinkType.linuxSLL2.rawValue)
+        let d = PacketDecoder(linkType: LinkType.linuxSLL2.rawValue)
+        let good = B.sll2(B.ipv4(src: "192.0.2.1", dst: "192.0.2.2", proto: 6, payload: B.tcp(sport: 1, dport: 2)), packetType: 4, interfaceIndex: 3)
+        let bad = Array(good[0..<30])
+        for (t, f) in [(UInt64(5), good), (2, bad), (9, good)] {
+            s.add(timestamp: t, capturedLength: f.count, originalLength: f.count, result: f.withUnsafeBytes { d.decode($0) })
+        }
+        XCTAssertEqual(s.frames, 3)
+        XCTAssertEqual(s.byProtocol[6], 2)
+        XCTAssertEqual(s.byPacketType[4], 2)
+        XCTAssertEqual(s.skipped, [.truncatedIPHeader: 1])
+        XCTAssertEqual(s.firstTimestamp, 2)
+        XCTAssertEqual(s.lastTimestamp, 9)
+        XCTAssertTrue(s.text(name: "x").contains("directions: outgoing 2"))
+        XCTAssertTrue(s.json(name: "x").contains("\"skipped\":{\"truncated IP header\":1}"))
+    }
+}
