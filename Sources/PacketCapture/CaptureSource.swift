@@ -18,7 +18,7 @@ public struct CaptureError: Error, CustomStringConvertible, Equatable, Sendable 
 
     public var description: String {
         switch kind {
-        case .open(let m): return "\(source): cannot read capture: \(m)"
+        case .open(let m): return "\(source): cannot open capture: \(m)"
         case .damaged(let frame, let m):
             return "\(source): damaged or cut-off capture after frame \(frame - 1) (reading frame \(frame)): \(m)"
         case .filter(let m): return "\(source): bad filter: \(m)"
@@ -93,6 +93,13 @@ public final class CaptureSource {
             let m = String(cString: pcap_geterr(h))
             pcap_close(h)
             throw CaptureError(kind: .open(m), source: interface)
+        }
+        // On "any", prefer LINUX_SLL2: it carries the interface index as well as the direction.
+        var list: UnsafeMutablePointer<Int32>?
+        let n = pcap_list_datalinks(h, &list)
+        if n > 0, let list {
+            if UnsafeBufferPointer(start: list, count: Int(n)).contains(276) { pcap_set_datalink(h, 276) }
+            pcap_free_datalinks(list)
         }
         handle = h
         name = interface

@@ -17,15 +17,30 @@ extension Ctsync.Capture {
     struct Inspect: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Summarise captures: link type, frames, time span, protocols, and what was skipped and why.")
-        @Argument(help: "pcap or pcapng files, - for standard input") var files: [String]
+        @Argument(help: "pcap or pcapng files, - for standard input") var files: [String] = []
         @Option(name: .shortAndLong, help: "text or json") var output = "text"
+        @Option(name: [.customShort("i"), .long], help: "capture live on this interface (any for all) instead of reading files")
+        var interface: String?
+        @Option(help: "BPF filter for a live capture") var filter: String?
+        @Option(name: [.customShort("c"), .long], help: "stop a live capture after this many frames") var count: Int?
+        @Option(help: "stop a live capture after this many seconds") var duration: Double?
+        @Option(help: "snapshot length of a live capture") var snaplen: Int32 = 262_144
+        @Option(help: "kernel buffer size of a live capture, in bytes") var bufferSize: Int32?
 
         func validate() throws {
             guard output == "text" || output == "json" else { throw ValidationError("-o takes text or json, not \(output)") }
-            guard !files.isEmpty else { throw ValidationError("give at least one capture file") }
+            if interface == nil {
+                guard !files.isEmpty else { throw ValidationError("give at least one capture file, or --interface") }
+            } else {
+                guard files.isEmpty else { throw ValidationError("give files or --interface, not both") }
+                guard count != nil || duration != nil else { throw ValidationError("a live capture needs --count or --duration") }
+            }
+            if let count, count <= 0 { throw ValidationError("--count must be positive") }
+            if let duration, duration <= 0 { throw ValidationError("--duration must be positive") }
         }
 
         func run() throws {
+            if let interface { return try live(interface) }
             let progress = isatty(2) != 0
             var failed = false
             for file in files {
@@ -54,6 +69,52 @@ extension Ctsync.Capture {
             if failed { throw ExitCode(2) }
         }
     }
+}
+
+extension Ctsync.Capture.Inspect {
+    /// A live capture until --count frames or --duration seconds; libpcap's drop counters are reported.
+    func live(_ interface: String) throws {
+        let source: CaptureSource
+        do {
+            source = try CaptureSource(interface: interface, filter: filter, snaplen: snaplen, immediate: true, bufferSize: bufferSize)
+        } catch let e as CaptureError {
+            printError("ctsync: \(e)")
+            throw ExitCode(2)
+        }
+        let decoder = PacketDecoder(linkType: source.linkType)
+        var summary = CaptureSummary(linkType: source.linkType)
+        let deadline = duration.map { Date().addingTimeInterval($0) }
+        if let deadline {
+            // The read timeout returns control every 100 ms; a timer thread ends the loop on time.
+            let s = UnsafeSendable(source)
+            Thread.detachNewThread {
+                Thread.sleep(until: deadline)
+                s.value.stop()
+            }
+        }
+        try source.forEach { f in
+            summary.add(timestamp: f.timestamp, capturedLength: f.data.count, originalLength: f.originalLength,
+                        result: decoder.decode(f.data, originalLength: f.originalLength))
+            if let count, summary.frames >= count { source.stop() }
+        }
+        var text = output == "json" ? summary.json(name: source.name) : summary.text(name: source.name)
+        if let st = source.statistics() {
+            if output == "json" {
+                text.removeLast(2)
+                text += ",\"received\":\(st.received),\"dropped_kernel\":\(st.droppedByKernel),\"dropped_interface\":\(st.droppedByInterface)}\n"
+            } else {
+                text += "capture drops: \(st.droppedByKernel) by the kernel, \(st.droppedByInterface) by the interface (\(st.received) received)\n"
+            }
+        }
+        FileHandle.standardOutput.write(text.data(using: .utf8)!)
+    }
+}
+
+/// Hands a non-Sendable reference to another thread where the callee is known to be thread-safe
+/// (pcap_breakloop is documented as callable from another thread).
+final class UnsafeSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ v: T) { value = v }
 }
 
 func printErrorNoNewline(_ s: String) {
