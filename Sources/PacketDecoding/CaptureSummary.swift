@@ -26,23 +26,36 @@ public struct CaptureSummary: Sendable, Equatable {
     /// Counts one frame and its decode result.
     public mutating func add(timestamp: UInt64, capturedLength: Int, originalLength: Int,
                              result: Result<DecodedPacket, SkipReason>) {
+        switch result {
+        case .success(let p): add(timestamp: timestamp, capturedLength: capturedLength, originalLength: originalLength, decoded: p)
+        case .failure(let r): add(timestamp: timestamp, capturedLength: capturedLength, originalLength: originalLength, skipped: r)
+        }
+    }
+
+    /// Counts one decoded frame.
+    public mutating func add(timestamp: UInt64, capturedLength: Int, originalLength: Int, decoded p: DecodedPacket) {
+        frame(timestamp: timestamp, capturedLength: capturedLength, originalLength: originalLength)
+        decoded += 1
+        if p.family == .ipv4 { ipv4 += 1 } else { ipv6 += 1 }
+        if p.fragment != nil { fragments += 1 }
+        if p.link.vlanDepth > 0 { vlanTagged += 1 }
+        if p.ipChecksumValid == false { badIPv4Checksums += 1 }
+        byProtocol[Int(p.l4proto)] += 1
+        if let t = p.link.packetType { byPacketType[Int(min(t, 5))] += 1 }
+    }
+
+    /// Counts one skipped frame.
+    public mutating func add(timestamp: UInt64, capturedLength: Int, originalLength: Int, skipped reason: SkipReason) {
+        frame(timestamp: timestamp, capturedLength: capturedLength, originalLength: originalLength)
+        skipped[reason, default: 0] += 1
+    }
+
+    mutating func frame(timestamp: UInt64, capturedLength: Int, originalLength: Int) {
         frames += 1
         capturedBytes += capturedLength
         if originalLength > capturedLength { truncatedFrames += 1 }
         if firstTimestamp == nil || timestamp < firstTimestamp! { firstTimestamp = timestamp }
         if lastTimestamp == nil || timestamp > lastTimestamp! { lastTimestamp = timestamp }
-        switch result {
-        case .success(let p):
-            decoded += 1
-            if p.family == .ipv4 { ipv4 += 1 } else { ipv6 += 1 }
-            if p.fragment != nil { fragments += 1 }
-            if p.link.vlanDepth > 0 { vlanTagged += 1 }
-            if p.ipChecksumValid == false { badIPv4Checksums += 1 }
-            byProtocol[Int(p.l4proto)] += 1
-            if let t = p.link.packetType { byPacketType[Int(min(t, 5))] += 1 }
-        case .failure(let reason):
-            skipped[reason, default: 0] += 1
-        }
     }
 
     public var skippedTotal: Int { skipped.values.reduce(0, +) }

@@ -12,16 +12,24 @@ public struct PacketDecoder: Sendable {
     /// when it exceeds the captured bytes the frame is decoded as far as it goes.
     public func decode(_ frame: UnsafeRawBufferPointer, originalLength: Int? = nil) -> Result<DecodedPacket, SkipReason> {
         var p = DecodedPacket()
+        if let skip = decode(frame, originalLength: originalLength, into: &p) { return .failure(skip) }
+        return .success(p)
+    }
+
+    /// Decodes one frame into `p` (reused across frames: the hot path copies no packet
+    /// structs). Returns why the frame was skipped, or nil when `p` holds the packet.
+    public func decode(_ frame: UnsafeRawBufferPointer, originalLength: Int? = nil, into p: inout DecodedPacket) -> SkipReason? {
+        p = DecodedPacket()
         var r = Reader(frame)
         let etherType: UInt16
         switch LinkType(rawValue: linkType) {
         case .ethernet?:
-            guard r.count >= 14 else { return .failure(.truncatedLinkHeader) }
+            guard r.count >= 14 else { return .truncatedLinkHeader }
             var type = r.be16(12)
             var off = 14
             // 802.1ad (0x88a8), 802.1Q (0x8100) and the old QinQ 0x9100 tags, outermost first.
             while type == 0x8100 || type == 0x88a8 || type == 0x9100 {
-                guard r.count >= off + 4 else { return .failure(.truncatedLinkHeader) }
+                guard r.count >= off + 4 else { return .truncatedLinkHeader }
                 let vid = r.be16(off) & 0x0fff
                 if p.link.vlanDepth == 0 { p.link.outerVLAN = vid } else if p.link.vlanDepth == 1 { p.link.innerVLAN = vid }
                 p.link.vlanDepth &+= 1
@@ -31,61 +39,61 @@ public struct PacketDecoder: Sendable {
             etherType = type
             r.advance(off)
         case .linuxSLL?:
-            guard r.count >= 16 else { return .failure(.truncatedLinkHeader) }
+            guard r.count >= 16 else { return .truncatedLinkHeader }
             p.link.packetType = r.be16(0)
             etherType = r.be16(14)
             r.advance(16)
         case .linuxSLL2?:
-            guard r.count >= 20 else { return .failure(.truncatedLinkHeader) }
+            guard r.count >= 20 else { return .truncatedLinkHeader }
             etherType = r.be16(0)
             p.link.interfaceIndex = r.be32(4)
             p.link.packetType = UInt16(r.u8(10))
             r.advance(20)
         case .raw?:
-            guard r.count >= 1 else { return .failure(.truncatedIPHeader) }
+            guard r.count >= 1 else { return .truncatedIPHeader }
             etherType = r.u8(0) >> 4 == 6 ? 0x86dd : 0x0800
         case .ipv4?: etherType = 0x0800
         case .ipv6?: etherType = 0x86dd
         case .null?, .loop?:
-            guard r.count >= 4 else { return .failure(.truncatedLinkHeader) }
+            guard r.count >= 4 else { return .truncatedLinkHeader }
             // NULL stores the AF in host order of the capturing machine, LOOP in network order.
             let raw = r.be32(0)
             let family = linkType == LinkType.loop.rawValue ? raw : (raw > 0xffff ? raw.byteSwapped : raw)
             switch family {
             case 2: etherType = 0x0800
             case 10, 24, 28, 30: etherType = 0x86dd    // AF_INET6 on Linux, the BSDs and macOS
-            default: return .failure(.notIP)
+            default: return .notIP
             }
             r.advance(4)
         case nil:
-            return .failure(.unknownLinkType)
+            return .unknownLinkType
         }
         let wireTail = (originalLength ?? frame.count) - frame.count  // bytes the capture cut off
         switch etherType {
         case 0x0800: return decodeIPv4(r, into: &p, cutOff: wireTail)
         case 0x86dd: return decodeIPv6(r, into: &p, cutOff: wireTail)
-        default: return .failure(.notIP)
+        default: return .notIP
         }
     }
 
-    func decodeIPv4(_ r: Reader, into p: inout DecodedPacket, cutOff: Int) -> Result<DecodedPacket, SkipReason> {
-        guard r.count >= 20 else { return .failure(.truncatedIPHeader) }
+    func decodeIPv4(_ r: Reader, into p: inout DecodedPacket, cutOff: Int) -> SkipReason? {
+        guard r.count >= 20 else { return .truncatedIPHeader }
         let vihl = r.u8(0)
-        guard vihl >> 4 == 4 else { return .failure(.badIPVersion) }
+        guard vihl >> 4 == 4 else { return .badIPVersion }
         let ihl = Int(vihl & 0x0f) * 4
-        guard ihl >= 20 else { return .failure(.badIPHeaderLength) }
-        guard r.count >= ihl else { return .failure(.truncatedIPHeader) }
+        guard ihl >= 20 else { return .badIPHeaderLength }
+        guard r.count >= ihl else { return .truncatedIPHeader }
         let total = Int(r.be16(2))
-        guard total >= ihl else { return .failure(.ipLengthTooShort) }
+        guard total >= ihl else { return .ipLengthTooShort }
         if total > r.count {
             // Either the snaplen cut the frame (the wire length covers it) or the header lies.
-            guard total <= r.count + max(cutOff, 0) else { return .failure(.ipLengthBeyondFrame) }
+            guard total <= r.count + max(cutOff, 0) else { return .ipLengthBeyondFrame }
         }
         p.family = .ipv4
         p.networkOffset = r.base
         p.networkLength = total
         p.ttl = r.u8(8)
-        p.ipChecksumValid = Checksum.fold(Checksum.sum(r.slice(0, ihl))) == 0xffff
+        p.ipChecksumValid = Checksum.fold(ihl == 20 ? r.headerSum20() : Checksum.sum(r.slice(0, ihl))) == 0xffff
         p.source = .v4(r.be32(12))
         p.destination = .v4(r.be32(16))
         let fragField = r.be16(6)
@@ -96,17 +104,17 @@ public struct PacketDecoder: Sendable {
         }
         p.l4proto = r.u8(9)
         let end = min(total, r.count)
-        if offset != 0 { p.transportOffset = r.base + ihl; p.payloadOffset = r.base + ihl; p.payloadLength = end - ihl; return .success(p) }
+        if offset != 0 { p.transportOffset = r.base + ihl; p.payloadOffset = r.base + ihl; p.payloadLength = end - ihl; return nil }
         return decodeTransport(r.sub(ihl, end), into: &p, truncated: total > r.count)
     }
 
-    func decodeIPv6(_ r: Reader, into p: inout DecodedPacket, cutOff: Int) -> Result<DecodedPacket, SkipReason> {
-        guard r.count >= 40 else { return .failure(.truncatedIPHeader) }
-        guard r.u8(0) >> 4 == 6 else { return .failure(.badIPVersion) }
+    func decodeIPv6(_ r: Reader, into p: inout DecodedPacket, cutOff: Int) -> SkipReason? {
+        guard r.count >= 40 else { return .truncatedIPHeader }
+        guard r.u8(0) >> 4 == 6 else { return .badIPVersion }
         let payloadLength = Int(r.be16(4))
         let total = 40 + payloadLength
         if total > r.count {
-            guard total <= r.count + max(cutOff, 0) else { return .failure(.ipLengthBeyondFrame) }
+            guard total <= r.count + max(cutOff, 0) else { return .ipLengthBeyondFrame }
         }
         p.family = .ipv6
         p.networkOffset = r.base
@@ -123,14 +131,14 @@ public struct PacketDecoder: Sendable {
             hops += 1
             switch next {
             case 0, 43, 60:   // hop-by-hop, routing, destination options
-                guard off + 8 <= end else { return .failure(.truncatedExtensionHeader) }
+                guard off + 8 <= end else { return .truncatedExtensionHeader }
                 let len = (Int(r.u8(off + 1)) + 1) * 8
-                guard off + len <= end else { return .failure(.truncatedExtensionHeader) }
+                guard off + len <= end else { return .truncatedExtensionHeader }
                 next = r.u8(off)
                 off += len
                 continue
             case 44:          // fragment
-                guard off + 8 <= end else { return .failure(.truncatedExtensionHeader) }
+                guard off + 8 <= end else { return .truncatedExtensionHeader }
                 let field = r.be16(off + 2)
                 p.fragment = FragmentInfo(identification: r.be32(off + 4), offset: Int(field & 0xfff8),
                                           moreFragments: field & 1 != 0)
@@ -139,14 +147,14 @@ public struct PacketDecoder: Sendable {
                 if field & 0xfff8 != 0 {
                     p.l4proto = next; p.transportOffset = r.base + off
                     p.payloadOffset = r.base + off; p.payloadLength = end - off
-                    return .success(p)
+                    return nil
                 }
                 continue
             case 51:          // AH: length in 4-byte units, minus 2
                 p.sawAH = true
-                guard off + 8 <= end else { return .failure(.truncatedExtensionHeader) }
+                guard off + 8 <= end else { return .truncatedExtensionHeader }
                 let len = (Int(r.u8(off + 1)) + 2) * 4
-                guard off + len <= end else { return .failure(.truncatedExtensionHeader) }
+                guard off + len <= end else { return .truncatedExtensionHeader }
                 next = r.u8(off)
                 off += len
                 continue
@@ -162,18 +170,18 @@ public struct PacketDecoder: Sendable {
     }
 
     /// L4 headers; `r` covers the IP payload as captured.
-    func decodeTransport(_ r: Reader, into p: inout DecodedPacket, truncated: Bool) -> Result<DecodedPacket, SkipReason> {
+    func decodeTransport(_ r: Reader, into p: inout DecodedPacket, truncated: Bool) -> SkipReason? {
         p.transportOffset = r.base
         var headerLength = 0
         switch p.l4proto {
         case 6:
-            guard r.count >= 20 else { return .failure(.truncatedTransportHeader) }
+            guard r.count >= 20 else { return .truncatedTransportHeader }
             var t = TCPHeader()
             p.sourcePort = r.be16(0); p.destinationPort = r.be16(2)
             t.sequence = r.be32(4); t.acknowledgement = r.be32(8)
             let doff = Int(r.u8(12) >> 4) * 4
-            guard doff >= 20 else { return .failure(.badTCPHeaderLength) }
-            guard doff <= r.count else { return .failure(.truncatedTransportHeader) }
+            guard doff >= 20 else { return .badTCPHeaderLength }
+            guard doff <= r.count else { return .truncatedTransportHeader }
             t.headerLength = doff
             t.flags = r.u8(13)
             t.window = r.be16(14)
@@ -181,29 +189,29 @@ public struct PacketDecoder: Sendable {
             p.tcp = t
             headerLength = doff
         case 17, 136:
-            guard r.count >= 8 else { return .failure(.truncatedTransportHeader) }
+            guard r.count >= 8 else { return .truncatedTransportHeader }
             p.sourcePort = r.be16(0); p.destinationPort = r.be16(2)
             headerLength = 8
         case 132:
-            guard r.count >= 12 else { return .failure(.truncatedTransportHeader) }
+            guard r.count >= 12 else { return .truncatedTransportHeader }
             p.sourcePort = r.be16(0); p.destinationPort = r.be16(2)
             p.sctpVerificationTag = r.be32(4)
             if r.count >= 13 { p.sctpFirstChunkType = r.u8(12) }
             headerLength = 12
         case 33:
-            guard r.count >= 12 else { return .failure(.truncatedTransportHeader) }
+            guard r.count >= 12 else { return .truncatedTransportHeader }
             p.sourcePort = r.be16(0); p.destinationPort = r.be16(2)
             p.dccpType = (r.u8(8) >> 1) & 0x0f
             headerLength = Int(r.u8(4)) * 4
-            guard headerLength >= 12, headerLength <= r.count else { return .failure(.truncatedTransportHeader) }
+            guard headerLength >= 12, headerLength <= r.count else { return .truncatedTransportHeader }
         case 47:
-            guard r.count >= 4 else { return .failure(.truncatedTransportHeader) }
+            guard r.count >= 4 else { return .truncatedTransportHeader }
             let flags = r.be16(0)
             p.greVersion = UInt8(flags & 7)
             var off = 4
             if flags & 0x8000 != 0 { off += 4 }            // checksum + reserved
             if flags & 0x2000 != 0 || p.greVersion == 1 {   // key (v1: payload length + call id)
-                guard r.count >= off + 4 else { return .failure(.truncatedTransportHeader) }
+                guard r.count >= off + 4 else { return .truncatedTransportHeader }
                 p.greKey = p.greVersion == 1 ? UInt32(r.be16(off + 2)) : r.be32(off)
                 off += 4
             }
@@ -211,7 +219,7 @@ public struct PacketDecoder: Sendable {
             if p.greVersion == 1 && flags & 0x0080 != 0 { off += 4 }  // acknowledgement (v1)
             headerLength = min(off, r.count)
         case 1, 58:
-            guard r.count >= 8 else { return .failure(.truncatedTransportHeader) }
+            guard r.count >= 8 else { return .truncatedTransportHeader }
             p.icmpType = r.u8(0); p.icmpCode = r.u8(1); p.icmpID = r.be16(4)
             headerLength = 8
             if ICMPErrors.isError(type: p.icmpType, v6: p.l4proto == 58) {
@@ -224,7 +232,7 @@ public struct PacketDecoder: Sendable {
         p.payloadOffset = r.base + headerLength
         p.payloadLength = r.count - headerLength
         _ = truncated
-        return .success(p)
+        return nil
     }
 
     func parseTCPOptions(_ r: Reader, into t: inout TCPHeader) {
@@ -313,6 +321,17 @@ struct Reader {
     func slice(_ from: Int, _ to: Int) -> UnsafeRawBufferPointer {
         let s = sub(from, to)
         return UnsafeRawBufferPointer(rebasing: buffer[s.base..<(s.base + s.count)])
+    }
+
+    /// The one's-complement sum of a 20-byte IPv4 header (the common case, no options).
+    @inline(__always) func headerSum20() -> UInt64 {
+        guard count >= 20 else { return 0 }
+        var s: UInt64 = 0
+        for k in stride(from: 0, to: 20, by: 4) {
+            let w = UInt64(UInt32(bigEndian: buffer.loadUnaligned(fromByteOffset: base + k, as: UInt32.self)))
+            s &+= (w >> 16) + (w & 0xffff)
+        }
+        return s
     }
 
     @inline(__always) func u8(_ o: Int) -> UInt8 { o >= 0 && o < count ? buffer[base + o] : 0 }

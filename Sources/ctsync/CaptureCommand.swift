@@ -49,10 +49,14 @@ extension Ctsync.Capture {
                     let decoder = PacketDecoder(linkType: source.linkType)
                     var summary = CaptureSummary(linkType: source.linkType)
                     var damage: CaptureError?
+                    var packet = DecodedPacket()
                     do {
                         try source.forEach { f in
-                            summary.add(timestamp: f.timestamp, capturedLength: f.data.count, originalLength: f.originalLength,
-                                        result: decoder.decode(f.data, originalLength: f.originalLength))
+                            if let skip = decoder.decode(f.data, originalLength: f.originalLength, into: &packet) {
+                                summary.add(timestamp: f.timestamp, capturedLength: f.data.count, originalLength: f.originalLength, skipped: skip)
+                            } else {
+                                summary.add(timestamp: f.timestamp, capturedLength: f.data.count, originalLength: f.originalLength, decoded: packet)
+                            }
                             if progress && f.number % 1_000_000 == 0 {
                                 printErrorNoNewline("\r\(file): \(f.number / 1_000_000)M frames")
                             }
