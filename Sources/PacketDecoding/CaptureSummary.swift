@@ -20,6 +20,10 @@ public struct CaptureSummary: Sendable, Equatable {
     /// SLL packet types (incoming, outgoing, ...) by value 0...4, other in 5.
     public var byPacketType = [Int](repeating: 0, count: 6)
     public var skipped: [SkipReason: Int] = [:]
+    /// Datagrams put back together from fragments, and fragments thrown away, by reason.
+    public var reassembled = 0
+    public var fragmentsDropped: [Defragmenter.DropReason: Int] = [:]
+    public var fragmentsExpired = 0
 
     public init(linkType: Int32) { self.linkType = linkType }
 
@@ -42,6 +46,15 @@ public struct CaptureSummary: Sendable, Equatable {
         if p.ipChecksumValid == false { badIPv4Checksums += 1 }
         byProtocol[Int(p.l4proto)] += 1
         if let t = p.link.packetType { byPacketType[Int(min(t, 5))] += 1 }
+    }
+
+    /// Counts what the defragmenter did with one fragment.
+    public mutating func count(_ outcome: Defragmenter.Outcome) {
+        switch outcome {
+        case .held: break
+        case .reassembled: reassembled += 1
+        case .dropped(let r): fragmentsDropped[r, default: 0] += 1
+        }
     }
 
     /// Counts one skipped frame.
@@ -80,6 +93,11 @@ public struct CaptureSummary: Sendable, Equatable {
         lines.append("decoded: \(decoded) (ipv4 \(ipv4), ipv6 \(ipv6), fragments \(fragments), vlan-tagged \(vlanTagged), bad IPv4 header checksums \(badIPv4Checksums))")
         let protos = (0..<256).filter { byProtocol[$0] > 0 }.map { "\(Self.protocolName($0)) \(byProtocol[$0])" }
         lines.append("protocols: " + (protos.isEmpty ? "none" : protos.joined(separator: ", ")))
+        if fragments > 0 {
+            let drops = Defragmenter.DropReason.allCases.compactMap { r in fragmentsDropped[r].map { "\(r.rawValue) \($0)" } }
+            lines.append("reassembled: \(reassembled) datagrams; fragments dropped: " + (drops.isEmpty ? "0" : drops.joined(separator: ", "))
+                         + "; incomplete datagrams expired: \(fragmentsExpired)")
+        }
         if byPacketType.contains(where: { $0 > 0 }) {
             let names = ["incoming", "broadcast", "multicast", "other-host", "outgoing", "other"]
             lines.append("directions: " + (0..<6).filter { byPacketType[$0] > 0 }.map { "\(names[$0]) \(byPacketType[$0])" }.joined(separator: ", "))
@@ -108,6 +126,10 @@ public struct CaptureSummary: Sendable, Equatable {
                   "\"vlan_tagged\":\(vlanTagged)", "\"bad_ipv4_checksums\":\(badIPv4Checksums)"]
         let protos = (0..<256).filter { byProtocol[$0] > 0 }.map { "\"\(Self.protocolName($0))\":\(byProtocol[$0])" }
         parts.append("\"protocols\":{" + protos.joined(separator: ",") + "}")
+        parts.append("\"reassembled\":\(reassembled)")
+        let drops = Defragmenter.DropReason.allCases.compactMap { r in fragmentsDropped[r].map { "\(str(r.rawValue)):\($0)" } }
+        parts.append("\"fragments_dropped\":{" + drops.joined(separator: ",") + "}")
+        parts.append("\"fragments_expired\":\(fragmentsExpired)")
         let names = ["incoming", "broadcast", "multicast", "other_host", "outgoing", "other"]
         let dirs = (0..<6).filter { byPacketType[$0] > 0 }.map { "\"\(names[$0])\":\(byPacketType[$0])" }
         if !dirs.isEmpty { parts.append("\"directions\":{" + dirs.joined(separator: ",") + "}") }

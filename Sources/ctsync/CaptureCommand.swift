@@ -50,18 +50,23 @@ extension Ctsync.Capture {
                     var summary = CaptureSummary(linkType: source.linkType)
                     var damage: CaptureError?
                     var packet = DecodedPacket()
+                    let defrag = Defragmenter()
                     do {
                         try source.forEach { f in
                             if let skip = decoder.decode(f.data, originalLength: f.originalLength, into: &packet) {
                                 summary.add(timestamp: f.timestamp, capturedLength: f.data.count, originalLength: f.originalLength, skipped: skip)
                             } else {
                                 summary.add(timestamp: f.timestamp, capturedLength: f.data.count, originalLength: f.originalLength, decoded: packet)
+                                if packet.fragment != nil {
+                                    summary.count(defrag.add(packet, frame: f.data, at: f.timestamp))
+                                }
                             }
                             if progress && f.number % 1_000_000 == 0 {
                                 printErrorNoNewline("\r\(file): \(f.number / 1_000_000)M frames")
                             }
                         }
                     } catch let e as CaptureError { damage = e }
+                    summary.fragmentsExpired = defrag.expired
                     if progress && summary.frames >= 1_000_000 { printErrorNoNewline("\r\u{1b}[K") }
                     FileHandle.standardOutput.write((output == "json" ? summary.json(name: source.name) : summary.text(name: source.name)).data(using: .utf8)!)
                     if let damage { printError("ctsync: \(damage)"); failed = true }
