@@ -48,6 +48,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // libFuzzer target for the decoder (contrib/fuzz/run.sh); a corpus replayer otherwise.
+        .executableTarget(name: "DecoderFuzzer", dependencies: ["PacketDecoding"]),
         .testTarget(name: "ConntrackCoreTests", dependencies: ["ConntrackCore"]),
         .testTarget(name: "KernelConntrackTests", dependencies: ["KernelConntrack", "ConntrackCore"]),
         .testTarget(name: "PacketDecodingTests", dependencies: ["PacketDecoding", "PacketCapture", "ConntrackCore"]),
