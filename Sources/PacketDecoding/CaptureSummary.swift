@@ -138,7 +138,7 @@ public struct CaptureSummary: Sendable, Equatable {
         return "{" + parts.joined(separator: ",") + "}\n"
     }
 
-    static func seconds(_ ns: UInt64) -> String {
+    public static func seconds(_ ns: UInt64) -> String {
         let frac = String(ns % 1_000_000_000)
         return "\(ns / 1_000_000_000).\(String(repeating: "0", count: 9 - frac.count))\(frac)"
     }

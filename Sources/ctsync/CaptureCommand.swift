@@ -22,6 +22,7 @@ extension Ctsync.Capture {
         @Option(name: [.customShort("i"), .long], help: "capture live on this interface (any for all) instead of reading files")
         var interface: String?
         @Option(help: "BPF filter for a live capture") var filter: String?
+        @Flag(help: "also print one line per frame (and per reassembled datagram)") var frames = false
         @Option(name: [.customShort("c"), .long], help: "stop a live capture after this many frames") var count: Int?
         @Option(help: "stop a live capture after this many seconds") var duration: Double?
         @Option(help: "snapshot length of a live capture") var snaplen: Int32 = 262_144
@@ -51,14 +52,22 @@ extension Ctsync.Capture {
                     var damage: CaptureError?
                     var packet = DecodedPacket()
                     let defrag = Defragmenter()
+                    let lines = OutputSink()
                     do {
                         try source.forEach { f in
                             if let skip = decoder.decode(f.data, originalLength: f.originalLength, into: &packet) {
                                 summary.add(timestamp: f.timestamp, capturedLength: f.data.count, originalLength: f.originalLength, skipped: skip)
+                                if frames { lines.write("\(f.number) \(CaptureSummary.seconds(f.timestamp)) skipped: \(skip.rawValue)\n") }
                             } else {
                                 summary.add(timestamp: f.timestamp, capturedLength: f.data.count, originalLength: f.originalLength, decoded: packet)
+                                if frames { lines.write("\(f.number) \(CaptureSummary.seconds(f.timestamp)) \(packet.line)\n") }
                                 if packet.fragment != nil {
-                                    summary.count(defrag.add(packet, frame: f.data, at: f.timestamp))
+                                    let outcome = defrag.add(packet, frame: f.data, at: f.timestamp)
+                                    summary.count(outcome)
+                                    if frames, case .reassembled(let whole) = outcome,
+                                       case .success(let p) = whole.withUnsafeBytes({ PacketDecoder(linkType: LinkType.raw.rawValue).decode($0) }) {
+                                        lines.write("  reassembled: \(p.line)\n")
+                                    }
                                 }
                             }
                             if progress && f.number % 1_000_000 == 0 {
@@ -66,6 +75,7 @@ extension Ctsync.Capture {
                             }
                         }
                     } catch let e as CaptureError { damage = e }
+                    lines.flush()
                     summary.fragmentsExpired = defrag.expired
                     if progress && summary.frames >= 1_000_000 { printErrorNoNewline("\r\u{1b}[K") }
                     FileHandle.standardOutput.write((output == "json" ? summary.json(name: source.name) : summary.text(name: source.name)).data(using: .utf8)!)
