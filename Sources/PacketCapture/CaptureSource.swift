@@ -133,6 +133,12 @@ public final class CaptureSource {
     /// Calls `body` for each frame until the end of the file (or `stop()` for live captures).
     /// A damaged or cut-off record throws after every good frame before it was delivered.
     public func forEach(_ body: (CaptureFrame) throws -> Void) throws {
+        while let frame = try next() { try body(frame) }
+    }
+
+    /// The next frame, or nil at the end (or after `stop()`). The frame's bytes stay valid
+    /// until the next call on this source.
+    public func next() throws -> CaptureFrame? {
         var header: UnsafeMutablePointer<pcap_pkthdr>?
         var data: UnsafePointer<UInt8>?
         while true {
@@ -143,13 +149,13 @@ public final class CaptureSource {
                 framesRead += 1
                 let h = header.pointee
                 let ns = UInt64(h.ts.tv_sec) &* 1_000_000_000 &+ UInt64(h.ts.tv_usec)   // tv_usec holds ns here
-                try body(CaptureFrame(number: framesRead, timestamp: ns,
-                                      data: UnsafeRawBufferPointer(start: data, count: Int(h.caplen)),
-                                      originalLength: Int(h.len)))
+                return CaptureFrame(number: framesRead, timestamp: ns,
+                                    data: UnsafeRawBufferPointer(start: data, count: Int(h.caplen)),
+                                    originalLength: Int(h.len))
             case 0:
                 continue                         // live: the read timeout expired
             case -2:
-                return                           // end of file, or stop()
+                return nil                       // end of file, or stop()
             default:
                 throw CaptureError(kind: .damaged(frame: framesRead + 1, message: CaptureSource.clean(String(cString: pcap_geterr(handle)))),
                                    source: name)
@@ -176,5 +182,28 @@ public final class CaptureSource {
     /// One line: libpcap's messages sometimes end in a newline.
     static func clean(_ s: String) -> String {
         s.split(whereSeparator: \.isNewline).joined(separator: " ")
+    }
+}
+
+/// Several captures read as one stream in timestamp order (a k-way merge), for captures
+/// taken at once on different interfaces or hosts. Ties keep the order of the sources.
+public final class MergedCapture {
+    public let sources: [CaptureSource]
+
+    public init(_ sources: [CaptureSource]) { self.sources = sources }
+
+    /// Calls `body` with each frame and the index of its source, oldest first.
+    public func forEach(_ body: (Int, CaptureFrame) throws -> Void) throws {
+        var heads: [CaptureFrame?] = try sources.map { try $0.next() }
+        while true {
+            var best = -1
+            for (i, h) in heads.enumerated() {
+                guard let h else { continue }
+                if best < 0 || h.timestamp < heads[best]!.timestamp { best = i }
+            }
+            guard best >= 0 else { return }
+            try body(best, heads[best]!)
+            heads[best] = try sources[best].next()
+        }
     }
 }

@@ -23,6 +23,7 @@ extension Ctsync.Capture {
         var interface: String?
         @Option(help: "BPF filter for a live capture") var filter: String?
         @Flag(help: "also print one line per frame (and per reassembled datagram)") var frames = false
+        @Flag(help: "read the files as one capture, merged by timestamp (they must share a link type)") var merge = false
         @Option(name: [.customShort("c"), .long], help: "stop a live capture after this many frames") var count: Int?
         @Option(help: "stop a live capture after this many seconds") var duration: Double?
         @Option(help: "snapshot length of a live capture") var snaplen: Int32 = 262_144
@@ -42,6 +43,7 @@ extension Ctsync.Capture {
 
         func run() throws {
             if let interface { return try live(interface) }
+            if merge { return try merged() }
             let progress = isatty(2) != 0
             var failed = false
             for file in files {
@@ -91,6 +93,43 @@ extension Ctsync.Capture {
 }
 
 extension Ctsync.Capture.Inspect {
+    /// All files as one capture in timestamp order: one summary; --frames shows which file each frame came from.
+    func merged() throws {
+        let sources: [CaptureSource]
+        do { sources = try files.map { try CaptureSource(file: $0) } } catch let e as CaptureError {
+            printError("ctsync: \(e)")
+            throw ExitCode(2)
+        }
+        guard Set(sources.map(\.linkType)).count == 1 else {
+            printError("ctsync: --merge needs captures of one link type; got " + sources.map { "\($0.name): \($0.linkType)" }.joined(separator: ", "))
+            throw ExitCode(2)
+        }
+        let decoder = PacketDecoder(linkType: sources[0].linkType)
+        var summary = CaptureSummary(linkType: sources[0].linkType)
+        var packet = DecodedPacket()
+        let lines = OutputSink()
+        var number = 0
+        do {
+            try MergedCapture(sources).forEach { k, f in
+                number += 1
+                if let skip = decoder.decode(f.data, originalLength: f.originalLength, into: &packet) {
+                    summary.add(timestamp: f.timestamp, capturedLength: f.data.count, originalLength: f.originalLength, skipped: skip)
+                    if frames { lines.write("\(number) \(CaptureSummary.seconds(f.timestamp)) \(sources[k].name)#\(f.number) skipped: \(skip.rawValue)\n") }
+                } else {
+                    summary.add(timestamp: f.timestamp, capturedLength: f.data.count, originalLength: f.originalLength, decoded: packet)
+                    if frames { lines.write("\(number) \(CaptureSummary.seconds(f.timestamp)) \(sources[k].name)#\(f.number) \(packet.line)\n") }
+                }
+            }
+        } catch let e as CaptureError {
+            lines.flush()
+            printError("ctsync: \(e)")
+            throw ExitCode(2)
+        }
+        lines.flush()
+        let name = files.joined(separator: " + ")
+        FileHandle.standardOutput.write((output == "json" ? summary.json(name: name) : summary.text(name: name)).data(using: .utf8)!)
+    }
+
     /// A live capture until --count frames or --duration seconds; libpcap's drop counters are reported.
     func live(_ interface: String) throws {
         let source: CaptureSource

@@ -70,4 +70,22 @@ final class CaptureFileTests: XCTestCase {
         XCTAssertTrue(s.text(name: "x").contains("directions: outgoing 2"))
         XCTAssertTrue(s.json(name: "x").contains("\"skipped\":{\"truncated IP header\":1}"))
     }
+
+    func testMergeReadsSeveralFilesInTimestampOrder() throws {
+        func frame(_ port: UInt16) -> [UInt8] {
+            B.ethernet(B.ipv4(src: "192.0.2.1", dst: "192.0.2.2", proto: 17, payload: B.udp(sport: port, dport: 53)))
+        }
+        let a = try write(B.pcap(linkType: 1, frames: [(ns: 10, bytes: frame(1), wireLength: nil), (ns: 30, bytes: frame(3), wireLength: nil)]))
+        let b = try write(B.pcap(linkType: 1, frames: [(ns: 20, bytes: frame(2), wireLength: nil), (ns: 40, bytes: frame(4), wireLength: nil)]))
+        let merged = MergedCapture([try CaptureSource(file: a), try CaptureSource(file: b)])
+        let decoder = PacketDecoder(linkType: 1)
+        var order: [(Int, UInt64, UInt16)] = []
+        try merged.forEach { k, f in
+            guard case .success(let p) = decoder.decode(f.data) else { return XCTFail() }
+            order.append((k, f.timestamp, p.sourcePort))
+        }
+        XCTAssertEqual(order.map(\.0), [0, 1, 0, 1])
+        XCTAssertEqual(order.map(\.1), [10, 20, 30, 40])
+        XCTAssertEqual(order.map(\.2), [1, 2, 3, 4])
+    }
 }
