@@ -78,8 +78,11 @@ public final class Defragmenter {
         let key = Key(family: p.family.rawValue, source: p.source, destination: p.destination,
                       identification: frag.identification, proto: p.family == .ipv4 ? p.l4proto : 0)
         // The fragment's data: after the IP header (IPv4) or the fragment header (IPv6).
-        // (IPv6: the decoder puts transportOffset right after the fragment header.)
-        let dataStart = p.family == .ipv4 ? p.networkOffset + Int(frame[p.networkOffset] & 0x0f) * 4 : p.transportOffset
+        // IPv6: the fragmentable part starts right after the fragment header, even when
+        // more extension headers follow it (they belong to the reassembled payload).
+        let dataStart = p.family == .ipv4 ? p.networkOffset + Int(frame[p.networkOffset] & 0x0f) * 4
+            : p.fragmentHeaderOffset + 8
+        guard dataStart <= frame.count else { return .dropped(.malformed) }
         let dataEnd = min(p.networkOffset + p.networkLength, frame.count)
         guard dataStart <= dataEnd else { return .dropped(.malformed) }
         let data = Array(frame[dataStart..<dataEnd])
@@ -102,7 +105,7 @@ public final class Defragmenter {
         if let t = q.totalLength, end > t { drop(key); return .dropped(.overlap) }
         if frag.offset == 0 {
             q.header = Array(frame[p.networkOffset..<dataStart])
-            q.nextHeader = p.l4proto
+            q.nextHeader = p.family == .ipv4 ? p.l4proto : frame[p.fragmentHeaderOffset]
         }
         q.pieces.append(Piece(offset: frag.offset, bytes: data))
         q.bytes += data.count

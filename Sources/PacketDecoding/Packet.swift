@@ -118,6 +118,9 @@ public struct DecodedPacket: Sendable, Equatable {
     public var networkOffset = 0
     public var networkLength = 0
     public var fragment: FragmentInfo?
+    /// IPv6: where the fragment header starts in the frame (the defragmenter needs it when
+    /// extension headers follow it).
+    public var fragmentHeaderOffset = 0
     /// The upper-layer protocol (after IPv6 extension headers).
     public var l4proto: UInt8 = 0
     public var transportOffset = 0

@@ -142,6 +142,7 @@ public struct PacketDecoder: Sendable {
                 let field = r.be16(off + 2)
                 p.fragment = FragmentInfo(identification: r.be32(off + 4), offset: Int(field & 0xfff8),
                                           moreFragments: field & 1 != 0)
+                p.fragmentHeaderOffset = r.base + off
                 next = r.u8(off)
                 off += 8
                 if field & 0xfff8 != 0 {

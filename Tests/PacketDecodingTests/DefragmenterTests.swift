@@ -98,4 +98,27 @@ final class DefragmenterTests: XCTestCase {
         let odd = B.ipv4(src: "198.51.100.2", dst: "203.0.113.2", proto: 17, payload: [UInt8](repeating: 1, count: 13), id: 5, flagsFragment: 0x2000)
         XCTAssertEqual(feed(Defragmenter(), odd), .dropped(.malformed))
     }
+
+    func testIPv6DestinationOptionsAfterTheFragmentHeaderStayInThePayload() throws {
+        // Fragmentable part = destination options (8 bytes) + UDP.
+        let udp = B.udp(sport: 4000, dport: 53, payload: [UInt8](repeating: 5, count: 40))
+        let dstopts: [UInt8] = [17, 0, 1, 4, 0, 0, 0, 0]
+        let fragmentable = dstopts + udp
+        let d = Defragmenter()
+        var outcome: Defragmenter.Outcome = .held
+        for (off, size) in [(0, 24), (24, fragmentable.count - 24)] {
+            let last = off + size == fragmentable.count
+            var fh = B.fragmentHeader(offset: off, more: !last, id: 3)
+            fh.1[0] = 60    // next header of the fragmentable part: destination options
+            let frame = [0x60, 0, 0, 0] + B.be16(UInt16(8 + size)) + [44, 64] + B.v6("2001:db8::1") + B.v6("2001:db8::2")
+                + fh.1 + Array(fragmentable[off..<(off + size)])
+            outcome = feed(d, frame)
+        }
+        guard case .reassembled(let out) = outcome else { return XCTFail("not reassembled: \(outcome)") }
+        XCTAssertEqual(out[6], 60, "the IPv6 header now points at the destination options")
+        XCTAssertEqual(Array(out[40...]), fragmentable)
+        let p = try out.withUnsafeBytes { try PacketDecoder(linkType: LinkType.raw.rawValue).decode($0).get() }
+        XCTAssertEqual(p.l4proto, 17)
+        XCTAssertEqual(p.destinationPort, 53)
+    }
 }
