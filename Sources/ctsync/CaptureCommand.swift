@@ -49,36 +49,17 @@ extension Ctsync.Capture {
             for file in files {
                 do {
                     let source = try CaptureSource(file: file)
-                    let decoder = PacketDecoder(linkType: source.linkType)
-                    var summary = CaptureSummary(linkType: source.linkType)
+                    let inspector = FrameInspector(linkType: source.linkType, printFrames: frames)
                     var damage: CaptureError?
-                    var packet = DecodedPacket()
-                    let defrag = Defragmenter()
-                    let lines = OutputSink()
                     do {
                         try source.forEach { f in
-                            if let skip = decoder.decode(f.data, originalLength: f.originalLength, into: &packet) {
-                                summary.add(timestamp: f.timestamp, capturedLength: f.data.count, originalLength: f.originalLength, skipped: skip)
-                                if frames { lines.write("\(f.number) \(CaptureSummary.seconds(f.timestamp)) skipped: \(skip.rawValue)\n") }
-                            } else {
-                                summary.add(timestamp: f.timestamp, capturedLength: f.data.count, originalLength: f.originalLength, decoded: packet)
-                                if frames { lines.write("\(f.number) \(CaptureSummary.seconds(f.timestamp)) \(packet.line)\n") }
-                                if packet.fragment != nil {
-                                    let outcome = defrag.add(packet, frame: f.data, at: f.timestamp)
-                                    summary.count(outcome)
-                                    if frames, case .reassembled(let whole) = outcome,
-                                       case .success(let p) = whole.withUnsafeBytes({ PacketDecoder(linkType: LinkType.raw.rawValue).decode($0) }) {
-                                        lines.write("  reassembled: \(p.line)\n")
-                                    }
-                                }
-                            }
+                            inspector.inspect(f, label: "\(f.number)")
                             if progress && f.number % 1_000_000 == 0 {
                                 printErrorNoNewline("\r\(file): \(f.number / 1_000_000)M frames")
                             }
                         }
                     } catch let e as CaptureError { damage = e }
-                    lines.flush()
-                    summary.fragmentsExpired = defrag.expired
+                    let summary = inspector.finish()
                     if progress && summary.frames >= 1_000_000 { printErrorNoNewline("\r\u{1b}[K") }
                     FileHandle.standardOutput.write((output == "json" ? summary.json(name: source.name) : summary.text(name: source.name)).data(using: .utf8)!)
                     if let damage { printError("ctsync: \(damage)"); failed = true }
@@ -104,28 +85,19 @@ extension Ctsync.Capture.Inspect {
             printError("ctsync: --merge needs captures of one link type; got " + sources.map { "\($0.name): \($0.linkType)" }.joined(separator: ", "))
             throw ExitCode(2)
         }
-        let decoder = PacketDecoder(linkType: sources[0].linkType)
-        var summary = CaptureSummary(linkType: sources[0].linkType)
-        var packet = DecodedPacket()
-        let lines = OutputSink()
+        let inspector = FrameInspector(linkType: sources[0].linkType, printFrames: frames)
         var number = 0
         do {
             try MergedCapture(sources).forEach { k, f in
                 number += 1
-                if let skip = decoder.decode(f.data, originalLength: f.originalLength, into: &packet) {
-                    summary.add(timestamp: f.timestamp, capturedLength: f.data.count, originalLength: f.originalLength, skipped: skip)
-                    if frames { lines.write("\(number) \(CaptureSummary.seconds(f.timestamp)) \(sources[k].name)#\(f.number) skipped: \(skip.rawValue)\n") }
-                } else {
-                    summary.add(timestamp: f.timestamp, capturedLength: f.data.count, originalLength: f.originalLength, decoded: packet)
-                    if frames { lines.write("\(number) \(CaptureSummary.seconds(f.timestamp)) \(sources[k].name)#\(f.number) \(packet.line)\n") }
-                }
+                inspector.inspect(f, label: "\(number) \(sources[k].name)#\(f.number)")
             }
         } catch let e as CaptureError {
-            lines.flush()
+            _ = inspector.finish()
             printError("ctsync: \(e)")
             throw ExitCode(2)
         }
-        lines.flush()
+        let summary = inspector.finish()
         let name = files.joined(separator: " + ")
         FileHandle.standardOutput.write((output == "json" ? summary.json(name: name) : summary.text(name: name)).data(using: .utf8)!)
     }
@@ -139,8 +111,7 @@ extension Ctsync.Capture.Inspect {
             printError("ctsync: \(e)")
             throw ExitCode(2)
         }
-        let decoder = PacketDecoder(linkType: source.linkType)
-        var summary = CaptureSummary(linkType: source.linkType)
+        let inspector = FrameInspector(linkType: source.linkType, printFrames: frames)
         let deadline = duration.map { Date().addingTimeInterval($0) }
         if let deadline {
             // The read timeout returns control every 100 ms; a timer thread ends the loop on time.
@@ -151,10 +122,10 @@ extension Ctsync.Capture.Inspect {
             }
         }
         try source.forEach { f in
-            summary.add(timestamp: f.timestamp, capturedLength: f.data.count, originalLength: f.originalLength,
-                        result: decoder.decode(f.data, originalLength: f.originalLength))
-            if let count, summary.frames >= count { source.stop() }
+            inspector.inspect(f, label: "\(f.number)")
+            if let count, f.number >= count { source.stop() }
         }
+        let summary = inspector.finish()
         var text = output == "json" ? summary.json(name: source.name) : summary.text(name: source.name)
         if let st = source.statistics() {
             if output == "json" {
@@ -165,6 +136,47 @@ extension Ctsync.Capture.Inspect {
             }
         }
         FileHandle.standardOutput.write(text.data(using: .utf8)!)
+    }
+}
+
+/// Decodes frames, counts them, reassembles fragments and (with --frames) prints a line
+/// per frame: the work every inspect mode shares.
+final class FrameInspector {
+    let decoder: PacketDecoder
+    var summary: CaptureSummary
+    var packet = DecodedPacket()
+    let defrag = Defragmenter()
+    let lines = OutputSink()
+    let printFrames: Bool
+
+    init(linkType: Int32, printFrames: Bool) {
+        decoder = PacketDecoder(linkType: linkType)
+        summary = CaptureSummary(linkType: linkType)
+        self.printFrames = printFrames
+    }
+
+    func inspect(_ f: CaptureFrame, label: @autoclosure () -> String) {
+        if let skip = decoder.decode(f.data, originalLength: f.originalLength, into: &packet) {
+            summary.add(timestamp: f.timestamp, capturedLength: f.data.count, originalLength: f.originalLength, skipped: skip)
+            if printFrames { lines.write("\(label()) \(CaptureSummary.seconds(f.timestamp)) skipped: \(skip.rawValue)\n") }
+            return
+        }
+        summary.add(timestamp: f.timestamp, capturedLength: f.data.count, originalLength: f.originalLength, decoded: packet)
+        if printFrames { lines.write("\(label()) \(CaptureSummary.seconds(f.timestamp)) \(packet.line)\n") }
+        guard packet.fragment != nil else { return }
+        let outcome = defrag.add(packet, frame: f.data, at: f.timestamp)
+        summary.count(outcome)
+        if printFrames, case .reassembled(let whole) = outcome,
+           case .success(let p) = whole.withUnsafeBytes({ PacketDecoder(linkType: LinkType.raw.rawValue).decode($0) }) {
+            lines.write("  reassembled: \(p.line)\n")
+        }
+    }
+
+    /// Flushes the frame lines and returns the summary.
+    func finish() -> CaptureSummary {
+        lines.flush()
+        summary.fragmentsExpired = defrag.expired
+        return summary
     }
 }
 
