@@ -79,7 +79,7 @@ public final class CaptureSource {
         }
         handle = h
         name = path == "-" ? "standard input" : path
-        linkType = pcap_datalink(h)
+        linkType = CaptureSource.linkType(fromDLT: pcap_datalink(h))
         isLive = false
     }
 
@@ -111,12 +111,18 @@ public final class CaptureSource {
         }
         handle = h
         name = interface
-        linkType = pcap_datalink(h)
+        linkType = CaptureSource.linkType(fromDLT: pcap_datalink(h))
         isLive = true
         if let filter { try apply(filter: filter) }
     }
 
     deinit { pcap_close(handle) }
+
+    /// libpcap reports DLT_ values; they equal the files' LINKTYPE_ values except DLT_RAW,
+    /// which is 12 (14 on OpenBSD) for LINKTYPE_RAW 101.
+    static func linkType(fromDLT dlt: Int32) -> Int32 {
+        dlt == 12 || dlt == 14 ? 101 : dlt
+    }
 
     /// Compiles and installs a BPF filter.
     public func apply(filter: String) throws {

@@ -27,6 +27,14 @@ final class GoldenCaptureTests: XCTestCase {
         try check("cooked.pcapng", format: "json")
     }
 
+    /// The other link types (make_cooked.py): VLAN stack, SLL, RAW, NULL and LOOP carrying
+    /// SCTP, DCCP, UDPLITE, GRE v1 and an ICMPv6 error behind a hop-by-hop header.
+    func testEveryOtherLinkType() throws {
+        for link in ["ethernet-vlan", "sll", "raw", "null", "loop"] {
+            try check("links.\(link).pcap", format: "text")
+        }
+    }
+
     /// Ethernet traffic from gen_pcap.py: TCP handshakes and teardowns, UDP, ICMP, IPv6.
     func testMixedEthernetPcap() throws {
         try check("mixed.pcap", format: "text")

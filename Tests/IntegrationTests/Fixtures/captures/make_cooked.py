@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Writes cooked.pcapng: LINUX_SLL2 frames in pcapng (nanosecond timestamps) covering
-directions and interface indexes, IPv4 and IPv6 fragments, an ICMP error, GRE, a frame
-cut by the snaplen and a frame with a bad IP header length. Standard library only.
-Run from this folder: python3 make_cooked.py"""
+"""Writes the crafted golden captures. Standard library only. Run from this folder.
+cooked.pcapng: LINUX_SLL2 frames in pcapng (nanosecond timestamps) covering directions and
+interface indexes, IPv4 and IPv6 fragments, an ICMP error, GRE, a frame cut by the snaplen
+and a frame with a bad IP header length.
+links.*.pcap: the other link types (EN10MB with an 802.1ad/802.1Q stack, LINUX_SLL, RAW,
+NULL, LOOP) carrying SCTP, DCCP, UDPLITE, GRE v1, ICMPv6 errors and IPv6 extension headers."""
 import struct
 
 def csum(b):
@@ -74,3 +76,32 @@ for i, (f, wire) in enumerate(frames):
     out += block(6, struct.pack("<IIIII", 0, ts >> 32, ts & 0xffffffff, len(f), wire) + f + b"\0" * ((-len(f)) % 4))
 open("cooked.pcapng", "wb").write(out)
 print(len(frames), "frames")
+
+def pcap(path, linktype, frames):
+    out = struct.pack("<IHHiIII", 0xa1b23c4d, 2, 4, 0, 0, 262144, linktype)
+    t = 1_700_000_100_000_000_000
+    for i, f in enumerate(frames):
+        ts = t + i * 250_000_001
+        out += struct.pack("<IIII", ts // 10**9, ts % 10**9, len(f), len(f)) + f
+    open(path, "wb").write(out)
+
+sctp = struct.pack("!HHII", 5000, 38412, 0xdeadbeef, 0) + bytes([1, 0, 0, 20]) + bytes(16)
+dccp = struct.pack("!HHBBHBBHHI", 7000, 7001, 3, 0, 0, 0x01 << 1 | 1, 0, 0, 0, 0)   # Request, X=1
+gre1 = struct.pack("!HHHH", 0x3081, 0x880b, 0, 0x4242) + struct.pack("!I", 1)         # PPTP call id 0x4242
+inner6 = v6("2001:db8:1::2", "2001:db8:2::2", 17, udp(4000, 9))
+err6 = struct.pack("!BBHI", 1, 4, 0, 0) + inner6                                      # port unreachable
+hbh = bytes([58, 0, 1, 4, 0, 0, 0, 0])
+ipv4s = [v4("198.51.100.2", "203.0.113.2", 132, sctp), v4("198.51.100.2", "203.0.113.2", 33, dccp),
+         v4("198.51.100.2", "203.0.113.2", 136, udp(4003, 5000, b"lite")), v4("198.51.100.2", "203.0.113.2", 47, gre1)]
+ipv6s = [v6("2001:db8:2::2", "2001:db8:1::2", 0, hbh + err6)]
+eth = lambda ip: b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01" + struct.pack("!HHHH", 0x88a8, 100, 0x8100, 200) \
+    + struct.pack("!H", 0x86dd if ip[0] >> 4 == 6 else 0x0800) + ip
+sll = lambda ip, t: struct.pack("!HHH", t, 1, 6) + b"\x02\0\0\0\0\x01\0\0" + struct.pack("!H", 0x86dd if ip[0] >> 4 == 6 else 0x0800) + ip
+af_le = lambda ip: struct.pack("<I", 10 if ip[0] >> 4 == 6 else 2) + ip
+af_be = lambda ip: struct.pack("!I", 10 if ip[0] >> 4 == 6 else 2) + ip
+pcap("links.ethernet-vlan.pcap", 1, [eth(x) for x in ipv4s + ipv6s])
+pcap("links.sll.pcap", 113, [sll(x, 0) for x in ipv4s] + [sll(x, 4) for x in ipv6s])
+pcap("links.raw.pcap", 101, ipv4s + ipv6s)
+pcap("links.null.pcap", 0, [af_le(x) for x in ipv4s + ipv6s])
+pcap("links.loop.pcap", 108, [af_be(x) for x in ipv4s + ipv6s])
+print("links.*.pcap written")
