@@ -47,14 +47,25 @@ public struct CaptureStatistics: Sendable, Equatable {
 /// A pcap or pcapng file, standard input, or a live interface, read through libpcap.
 /// Frames are handed out zero-copy from libpcap's buffer.
 public final class CaptureSource {
-    let handle: OpaquePointer
+    let handle: OpaquePointer?
+    /// Classic pcap files on disk are read through a mapping instead of libpcap's stdio path.
+    let mapped: MappedPcap?
     public let name: String
     public let linkType: Int32
     public let isLive: Bool
-    public private(set) var framesRead = 0
+    @exclusivity(unchecked) public private(set) var framesRead = 0
 
     /// Opens a pcap or pcapng file ("-" for standard input) with nanosecond timestamps.
     public init(file path: String) throws {
+        if path != "-", let m = MappedPcap(path: path) {
+            mapped = m
+            handle = nil
+            name = path
+            linkType = CaptureSource.linkType(fromDLT: m.linkType)
+            isLive = false
+            return
+        }
+        mapped = nil
         var err = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
         let h: OpaquePointer?
         if path == "-" {
@@ -90,6 +101,7 @@ public final class CaptureSource {
         guard let h = pcap_create(interface, &err) else {
             throw CaptureError(kind: .open(CaptureSource.message(err)), source: interface)
         }
+        mapped = nil
         pcap_set_snaplen(h, snaplen)
         pcap_set_promisc(h, promiscuous ? 1 : 0)
         pcap_set_immediate_mode(h, immediate ? 1 : 0)
@@ -116,7 +128,7 @@ public final class CaptureSource {
         if let filter { try apply(filter: filter) }
     }
 
-    deinit { pcap_close(handle) }
+    deinit { if let handle { pcap_close(handle) } }
 
     /// libpcap reports DLT_ values; they equal the files' LINKTYPE_ values except DLT_RAW,
     /// which is 12 (14 on OpenBSD) for LINKTYPE_RAW 101.
@@ -126,6 +138,9 @@ public final class CaptureSource {
 
     /// Compiles and installs a BPF filter.
     public func apply(filter: String) throws {
+        guard let handle else {
+            throw CaptureError(kind: .filter("filters apply to live captures and pcapng files only"), source: name)
+        }
         var prog = bpf_program()
         guard pcap_compile(handle, &prog, filter, 1, PCAP_NETMASK_UNKNOWN) == 0 else {
             throw CaptureError(kind: .filter(String(cString: pcap_geterr(handle))), source: name)
@@ -145,6 +160,18 @@ public final class CaptureSource {
     /// The next frame, or nil at the end (or after `stop()`). The frame's bytes stay valid
     /// until the next call on this source.
     public func next() throws -> CaptureFrame? {
+        if let mapped {
+            switch mapped.next() {
+            case .frame(let timestamp, let data, let originalLength):
+                framesRead += 1
+                return CaptureFrame(number: framesRead, timestamp: timestamp, data: data, originalLength: originalLength)
+            case .end:
+                return nil
+            case .damaged(let message):
+                throw CaptureError(kind: .damaged(frame: framesRead + 1, message: message), source: name)
+            }
+        }
+        guard let handle else { return nil }
         var header: UnsafeMutablePointer<pcap_pkthdr>?
         var data: UnsafePointer<UInt8>?
         while true {
@@ -170,11 +197,11 @@ public final class CaptureSource {
     }
 
     /// Ends a live `forEach` loop (safe from a signal handler's flag check or another thread).
-    public func stop() { pcap_breakloop(handle) }
+    public func stop() { if let handle { pcap_breakloop(handle) } }
 
     /// Receive and drop counters of a live capture; nil for files.
     public func statistics() -> CaptureStatistics? {
-        guard isLive else { return nil }
+        guard isLive, let handle else { return nil }
         var s = pcap_stat()
         guard pcap_stats(handle, &s) == 0 else { return nil }
         return CaptureStatistics(received: s.ps_recv, droppedByKernel: s.ps_drop, droppedByInterface: s.ps_ifdrop)

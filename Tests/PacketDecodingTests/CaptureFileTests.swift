@@ -88,4 +88,28 @@ final class CaptureFileTests: XCTestCase {
         XCTAssertEqual(order.map(\.1), [10, 20, 30, 40])
         XCTAssertEqual(order.map(\.2), [1, 2, 3, 4])
     }
+
+    /// Classic pcap in the other byte order and with microsecond stamps, as old tools write it.
+    func testBigEndianMicrosecondPcap() throws {
+        func be32(_ v: UInt32) -> [UInt8] { B.be32(v) }
+        let frame = B.ethernet(B.ipv4(src: "192.0.2.1", dst: "192.0.2.2", proto: 17, payload: B.udp(sport: 7, dport: 53)))
+        var file = be32(0xa1b2_c3d4) + B.be16(2) + B.be16(4) + be32(0) + be32(0) + be32(65535) + be32(1)
+        file += be32(1_700_000_000) + be32(250_000) + be32(UInt32(frame.count)) + be32(UInt32(frame.count)) + frame
+        let source = try CaptureSource(file: try write(file))
+        var stamps: [UInt64] = []
+        try source.forEach { stamps.append($0.timestamp) }
+        XCTAssertEqual(stamps, [1_700_000_000_250_000_000])
+    }
+
+    func testARecordLongerThanAnySnaplenIsDamage() throws {
+        var file = B.pcap(linkType: 1, frames: frames())
+        // First record's caplen (offset 24 + 8) set to 1 MiB.
+        file.replaceSubrange(32..<36, with: withUnsafeBytes(of: UInt32(1 << 20).littleEndian) { Array($0) })
+        let source = try CaptureSource(file: try write(file))
+        XCTAssertThrowsError(try source.forEach { _ in }) { error in
+            guard case .damaged(let frame, let m) = (error as? CaptureError)?.kind else { return XCTFail("\(error)") }
+            XCTAssertEqual(frame, 1)
+            XCTAssertTrue(m.contains("invalid packet capture length"), m)
+        }
+    }
 }
