@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 PACKAGES := libnetfilter-conntrack-dev libmnl-dev libpcap-dev pkg-config conntrack nftables tcpdump iproute2 iputils-ping netcat-openbsd
 
-.PHONY: all build release deps test unit-test integration-test demo bench clean
+.PHONY: all build release deps test demo bench fuzz clean
 
 all: build
 
@@ -35,6 +35,10 @@ demo: build
 
 bench: release
 	@bash contrib/bench/run.sh
+	@bash contrib/bench/decode.sh
+
+fuzz:
+	@bash contrib/fuzz/run.sh
 
 clean:
 	rm -rf .build

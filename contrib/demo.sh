@@ -14,7 +14,8 @@ prefix=ctdemo$$
 trap 'bash contrib/lab/lab.sh down $prefix' EXIT
 bash contrib/lab/lab.sh up $prefix
 lab() { node=$1; shift; ip netns exec "$prefix-$node" "$@"; }
-lab server sh -c 'nc -l -k 203.0.113.2 8080 >/dev/null 2>&1 & nc -u -l 203.0.113.2 5353 >/dev/null 2>&1 &'
+# The servers end by themselves; the lab is torn down on exit.
+lab server sh -c 'timeout 5 nc -l 203.0.113.2 8080 >/dev/null 2>&1 & timeout 5 nc -u -l 203.0.113.2 5353 >/dev/null 2>&1 &'
 sleep 0.3
 lab client ping -c 2 -i 0.2 203.0.113.2 >/dev/null
 lab client ping -c 1 -W 2 2001:db8:2::2 >/dev/null || true
@@ -27,4 +28,3 @@ lab router "$ctsync" dump -o json
 echo "== ctsync count / stats (router)"
 lab router "$ctsync" count
 lab router "$ctsync" stats
-lab server sh -c 'pkill -f "nc -l" || true'

@@ -28,7 +28,7 @@ final class CaptureTests: XCTestCase {
         defer { lab.down() }
         let out = "/tmp/ctsync-live-\(lab.prefix).json"
         defer { try? FileManager.default.removeItem(atPath: out) }
-        lab.on("router", "\(Lab.ctsync) capture inspect -i any --filter icmp --count 8 -o json > \(out) 2>&1 &")
+        lab.on("router", "\(Lab.ctsync) capture inspect -i any --filter icmp --count 8 --duration 10 -o json > \(out) 2>&1 &")
         usleep(700_000)
         lab.on("client", "ping -c 2 -i 0.2 203.0.113.2")
         usleep(500_000)

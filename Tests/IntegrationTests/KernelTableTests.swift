@@ -121,6 +121,7 @@ final class KernelTableTests: XCTestCase {
         let out = "/tmp/ctsync-events-\(ns.name).jsonl"
         defer { for f in [out, out + ".err"] { try? FileManager.default.removeItem(atPath: f) } }
         let listener = try ns.spawnCtsync(["events", "-o", "json"], stdout: out, stderr: out + ".err")
+        defer { if listener.isRunning { kill(listener.processIdentifier, SIGCONT); listener.terminate() } }
         try ns.waitForListener(writingTo: out)
         ns.ctsync("create -p udp -s 192.0.2.1 -d 198.51.100.2 --sport 1 --dport 2 -t 50")
         ns.ctsync("update -p udp -m 5")
@@ -152,6 +153,7 @@ final class KernelTableTests: XCTestCase {
         defer { for f in [out, out + ".err", out + ".load"] { try? FileManager.default.removeItem(atPath: f) } }
         // A tiny receive buffer, and the reader stopped while a burst arrives.
         let listener = try ns.spawnCtsync(["events", "-b", "4096", "-o", "json"], stdout: out, stderr: out + ".err")
+        defer { if listener.isRunning { kill(listener.processIdentifier, SIGCONT); listener.terminate() } }
         try ns.waitForListener(writingTo: out)
         try burst(3000, into: ns, while: listener, scratch: out + ".load")
         usleep(500_000)
@@ -172,6 +174,7 @@ final class KernelTableTests: XCTestCase {
         let out = "/tmp/ctsync-resync-\(ns.name)"
         defer { for f in [out, out + ".err", out + ".load"] { try? FileManager.default.removeItem(atPath: f) } }
         let listener = try ns.spawnCtsync(["events", "-b", "4096", "--resync", "-o", "json"], stdout: out, stderr: out + ".err")
+        defer { if listener.isRunning { kill(listener.processIdentifier, SIGCONT); listener.terminate() } }
         try ns.waitForListener(writingTo: out)
         try burst(3000, into: ns, while: listener, scratch: out + ".load")
         usleep(1_500_000)

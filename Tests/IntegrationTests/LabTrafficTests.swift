@@ -92,6 +92,7 @@ final class ExpectationTests: XCTestCase {
         p.standardOutput = FileHandle(forWritingAtPath: eventsFile)
         p.standardError = FileHandle.nullDevice
         try p.run()
+        defer { if p.isRunning { p.terminate() } }
         usleep(500_000)
 
         Lab.run("ip netns exec \(prefix)-server bash -c 'timeout 8 nc -l 203.0.113.2 21 >/dev/null 2>&1 &'")
