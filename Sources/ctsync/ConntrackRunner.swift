@@ -408,9 +408,6 @@ struct ConntrackRunner {
             }
             data = d
         }
-        guard String(data: data.prefix(4096), encoding: .utf8) != nil || data.count > 4096 else {
-            throw ParameterProblem("`\(path)' is not text")
-        }
         let names = labelNames
         let all = [UInt8](data)
         let lines = all.split(separator: 10, omittingEmptySubsequences: true)
