@@ -22,6 +22,7 @@ let package = Package(
         .target(name: "ConntrackCore"),
         .target(name: "PacketDecoding", dependencies: ["ConntrackCore"]),
         .target(name: "PacketCapture", dependencies: ["CPcap"]),
+        .target(name: "ConntrackModel", dependencies: ["ConntrackCore", "PacketDecoding"]),
         .systemLibrary(
             name: "CNetfilterConntrack",
             pkgConfig: "libnetfilter_conntrack",
@@ -52,6 +53,7 @@ let package = Package(
         .executableTarget(name: "DecoderFuzzer", dependencies: ["PacketDecoding"]),
         .testTarget(name: "ConntrackCoreTests", dependencies: ["ConntrackCore"]),
         .testTarget(name: "KernelConntrackTests", dependencies: ["KernelConntrack", "ConntrackCore"]),
+        .testTarget(name: "ConntrackModelTests", dependencies: ["ConntrackModel", "ConntrackCore"]),
         .testTarget(name: "PacketDecodingTests", dependencies: ["PacketDecoding", "PacketCapture", "ConntrackCore"]),
         .testTarget(
             name: "IntegrationTests",
