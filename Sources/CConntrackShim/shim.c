@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 const int CConntrackShim_SOL_NETLINK = SOL_NETLINK;
-const int CConntrackShim_NETLINK_NO_ENOBUFS = NETLINK_NO_ENOBUFS;
 const int CConntrackShim_NETLINK_CAP_ACK = NETLINK_CAP_ACK;
 const int CConntrackShim_NETLINK_EXT_ACK = NETLINK_EXT_ACK;
 const int CConntrackShim_NETLINK_ADD_MEMBERSHIP = NETLINK_ADD_MEMBERSHIP;

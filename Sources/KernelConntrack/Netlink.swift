@@ -144,12 +144,6 @@ public final class NetlinkSocket: @unchecked Sendable {
         return Int(v)
     }
 
-    /// Turns ENOBUFS reporting off (true) or on (false).
-    public func setNoENOBUFS(_ on: Bool) {
-        var v: Int32 = on ? 1 : 0
-        _ = setsockopt(fd, CConntrackShim_SOL_NETLINK, CConntrackShim_NETLINK_NO_ENOBUFS, &v, 4)
-    }
-
     public func send(_ bytes: [UInt8], operation: String) throws {
         let n = bytes.withUnsafeBytes { mnl_socket_sendto(handle, $0.baseAddress, $0.count) }
         if n < 0 { throw ConntrackError(.system(Glibc.errno), operation: operation) }
@@ -194,8 +188,6 @@ struct MessageBuilder {
             for i in 0..<4 { bytes[messageStart + i] = p[i] }
         }
     }
-
-    var currentMessageLength: Int { bytes.count - messageStart }
 
     /// Sets NLM_F_ACK on the message begun last.
     mutating func setAckOnLastMessage() {

@@ -105,7 +105,7 @@ public struct PacketDecoder: Sendable {
         p.l4proto = r.u8(9)
         let end = min(total, r.count)
         if offset != 0 { p.transportOffset = r.base + ihl; p.payloadOffset = r.base + ihl; p.payloadLength = end - ihl; return nil }
-        return decodeTransport(r.sub(ihl, end), into: &p, truncated: total > r.count)
+        return decodeTransport(r.sub(ihl, end), into: &p)
     }
 
     func decodeIPv6(_ r: Reader, into p: inout DecodedPacket, cutOff: Int) -> SkipReason? {
@@ -167,11 +167,11 @@ public struct PacketDecoder: Sendable {
             break
         }
         p.l4proto = next
-        return decodeTransport(r.sub(off, end), into: &p, truncated: total > r.count)
+        return decodeTransport(r.sub(off, end), into: &p)
     }
 
     /// L4 headers; `r` covers the IP payload as captured.
-    func decodeTransport(_ r: Reader, into p: inout DecodedPacket, truncated: Bool) -> SkipReason? {
+    func decodeTransport(_ r: Reader, into p: inout DecodedPacket) -> SkipReason? {
         p.transportOffset = r.base
         var headerLength = 0
         switch p.l4proto {
@@ -232,7 +232,6 @@ public struct PacketDecoder: Sendable {
         p.hasTransport = true
         p.payloadOffset = r.base + headerLength
         p.payloadLength = r.count - headerLength
-        _ = truncated
         return nil
     }
 

@@ -6,7 +6,6 @@
 #include <stdint.h>
 
 extern const int CConntrackShim_SOL_NETLINK;
-extern const int CConntrackShim_NETLINK_NO_ENOBUFS;
 extern const int CConntrackShim_NETLINK_CAP_ACK;
 extern const int CConntrackShim_NETLINK_EXT_ACK;
 extern const int CConntrackShim_NETLINK_ADD_MEMBERSHIP;
