@@ -44,7 +44,7 @@ let package = Package(
         .executableTarget(
             name: "ctsync",
             dependencies: [
-                "ConntrackCore", "KernelConntrack", "PacketDecoding", "PacketCapture",
+                "ConntrackCore", "KernelConntrack", "PacketDecoding", "PacketCapture", "ConntrackModel",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -1,88 +1,349 @@
 import ConntrackCore
 
+/// TCP window data of one direction (`struct ip_ct_tcp_state`, semantics 5.6).
+public struct TCPWindow: Sendable, Equatable {
+    public var end: UInt32 = 0
+    public var maxEnd: UInt32 = 0
+    public var maxWindow: UInt32 = 0
+    public var maxAck: UInt32 = 0
+    public var scale: UInt8 = 0
+    /// WINDOW_SCALE 0x01, SACK_PERM 0x02, CLOSE_INIT 0x04, BE_LIBERAL 0x08,
+    /// DATA_UNACKNOWLEDGED 0x10, MAXACK_SET 0x20.
+    public var flags: UInt8 = 0
+    public init() {}
+
+    public static let windowScale: UInt8 = 0x01, sackPermitted: UInt8 = 0x02, closeInit: UInt8 = 0x04
+    public static let beLiberal: UInt8 = 0x08, dataUnacknowledged: UInt8 = 0x10, maxAckSet: UInt8 = 0x20
+}
+
+/// The per-connection TCP (or SCTP) private state: state, both directions' windows and
+/// the "recorded packet" of 5.5.
+public struct TCPConnection: Sendable, Equatable {
+    public var state: TCPState = .none
+    public var original = TCPWindow()
+    public var reply = TCPWindow()
+    public var lastIndex: TCPRules.Index = .none
+    public var lastDirection: UInt8 = 0
+    public var retransmissions: UInt8 = 0
+    public var lastWindowScale: UInt8 = 0
+    /// Besides the window flags: CHALLENGE_ACK expected 0x40, SIMULTANEOUS_OPEN 0x80.
+    public var lastFlags: UInt8 = 0
+    public var lastWindow: UInt16 = 0
+    public var lastSeq: UInt32 = 0
+    public var lastAck: UInt32 = 0
+    public var lastEnd: UInt32 = 0
+    public init() {}
+
+    public static let challengeAckExpected: UInt8 = 0x40, simultaneousOpen: UInt8 = 0x80
+
+    subscript(direction: UInt8) -> TCPWindow {
+        get { direction == 0 ? original : reply }
+        set { if direction == 0 { original = newValue } else { reply = newValue } }
+    }
+}
+
+/// One modelled entry, kept compact (the model must hold a million of them in little
+/// memory): the original tuple, and the reply tuple only when NAT changed it.
+public struct ModelEntry: Sendable {
+    public var original: Tuple
+    /// Absolute expiry, nanoseconds.
+    public var expires: UInt64
+    /// When the first packet arrived (confirmation: the timestamp start, the UDP stream rule).
+    public var firstSeen: UInt64
+    public var packets: (UInt64, UInt64) = (0, 0)
+    public var bytes: (UInt64, UInt64) = (0, 0)
+    public var status: Status
+    public var mark: UInt32 = 0
+    public var zone: UInt16
+    /// Bits of `Options`.
+    public var options: UInt8 = 0
+    public var tcp = TCPConnection()
+
+    public struct Options {
+        public static let accounting: UInt8 = 1, timestamp: UInt8 = 2, translatedReply: UInt8 = 4, extra: UInt8 = 8
+    }
+
+    public init(original: Tuple, zone: UInt16, status: Status, expires: UInt64, firstSeen: UInt64) {
+        var t = original
+        t.zone = nil
+        self.original = t
+        self.zone = zone
+        self.status = status
+        self.expires = expires
+        self.firstSeen = firstSeen
+    }
+}
+
+/// What rare entries carry beyond `ModelEntry`: kept in a side table so the common
+/// entry stays small.
+public struct EntryExtra: Sendable {
+    public var reply: Tuple?
+    public var helper: String?
+    public var master: Int32?
+    public var labels: Labels?
+    public var ftp: FTPState?
+    public var sctp: SCTPConnection?
+    public init() {}
+    var isEmpty: Bool { reply == nil && helper == nil && master == nil && labels == nil && ftp == nil && sctp == nil }
+}
+
 /// The model's table: entries found by (zone, tuple) in either direction, as the kernel's
-/// hash holds both tuples of every confirmed entry (semantics 3 and 7). Time is passed in
-/// (nanoseconds); an entry exists while now < lastRefresh + timeout, and a dump shows the
-/// whole seconds left, rounded down (7.2).
+/// hash holds both tuples of every confirmed entry (semantics 3 and 7). Entries live in
+/// fixed-size chunks (no copying as the table grows); the index is an open-addressing
+/// hash of 32-bit references (entry number × 2 + direction) with linear probing and
+/// backward-shift deletion, so it stores no keys: the tuple is read from the entry.
+/// An entry exists while now < expires; a dump shows whole seconds left, rounded down (7.2).
 public struct ModelTable {
-    public struct Key: Hashable, Sendable {
-        public var zone: UInt16
-        public var tuple: Tuple
-        public init(zone: UInt16, tuple: Tuple) {
-            self.zone = zone
-            var t = tuple
-            t.zone = nil      // per-direction zones are part of the entry, not of the key
-            self.tuple = t
+    public enum Direction: UInt8, Sendable { case original = 0, reply = 1 }
+
+    static let chunkShift = 12
+    static let chunkSize = 1 << chunkShift
+
+    private var chunks: [UnsafeMutablePointer<ModelEntry>] = []
+    private var live: [UInt64] = []            // one bit per slot
+    private var freeSlots: [Int32] = []
+    private var slotCount = 0
+    private var index: [UInt32]
+    private var mask: Int
+    private var used = 0
+    public private(set) var count = 0
+    public var extras: [Int32: EntryExtra] = [:]
+    private let seed: UInt64
+
+    public init(seed: UInt64 = 0x9E37_79B9_7F4A_7C15) {
+        index = [UInt32](repeating: 0, count: 1024)
+        mask = 1023
+        self.seed = seed
+    }
+
+    /// Frees the chunks. (A struct cannot deinit; the owner calls this when done.)
+    public mutating func release() {
+        for c in chunks { c.deinitialize(count: ModelTable.chunkSize); c.deallocate() }
+        chunks = []
+    }
+
+    @inline(__always) func pointer(_ id: Int32) -> UnsafeMutablePointer<ModelEntry> {
+        chunks[Int(id) >> ModelTable.chunkShift] + (Int(id) & (ModelTable.chunkSize - 1))
+    }
+
+    public func isLive(_ id: Int32) -> Bool {
+        let i = Int(id)
+        return i >= 0 && i < slotCount && live[i >> 6] & (1 << UInt64(i & 63)) != 0
+    }
+
+    /// The live entry with this number (valid until the next insert or remove).
+    public subscript(id: Int32) -> ModelEntry {
+        get { pointer(id).pointee }
+        nonmutating _modify { yield &pointer(id).pointee }
+    }
+
+    /// The reply tuple: the inverse of the original unless NAT changed it.
+    public func reply(_ id: Int32) -> Tuple {
+        let e = pointer(id)
+        if e.pointee.options & ModelEntry.Options.translatedReply != 0, let r = extras[id]?.reply { return r }
+        return e.pointee.original.inverted()
+    }
+
+    @inline(__always) func hash(_ t: Tuple, zone: UInt16) -> Int {
+        var h = seed ^ UInt64(zone) ^ (UInt64(t.l4proto) << 16)
+        @inline(__always) func mix(_ v: UInt64) {
+            h = (h ^ v) &* 0x9FB2_1C65_1E98_DF25
+            h ^= h >> 29
+        }
+        switch t.source {
+        case .v4(let a): mix(UInt64(a))
+        case .v6(let a, let b): mix(a); mix(b)
+        }
+        switch t.destination {
+        case .v4(let a): mix(UInt64(a) << 1)
+        case .v6(let a, let b): mix(a &+ 1); mix(b)
+        }
+        mix(UInt64(t.sourcePort) << 48 | UInt64(t.destinationPort) << 32 | UInt64(t.icmpType) << 24
+            | UInt64(t.icmpCode) << 16 | UInt64(t.icmpID))
+        return Int(truncatingIfNeeded: h ^ (h >> 32))
+    }
+
+    @inline(__always) static func same(_ a: Tuple, _ b: Tuple) -> Bool {
+        a.sourcePort == b.sourcePort && a.destinationPort == b.destinationPort && a.l4proto == b.l4proto
+            && a.icmpID == b.icmpID && a.icmpType == b.icmpType && a.icmpCode == b.icmpCode
+            && a.source == b.source && a.destination == b.destination
+    }
+
+    @inline(__always) func tupleOf(_ ref: UInt32) -> Tuple {
+        let id = Int32(ref >> 1)
+        return ref & 1 == 0 ? pointer(id).pointee.original : reply(id)
+    }
+
+    /// Finds the entry a tuple belongs to, live or not (no expiry check).
+    func find(_ t: Tuple, zone: UInt16) -> (Int32, Direction)? {
+        var i = hash(t, zone: zone) & mask
+        while true {
+            let v = index[i]
+            if v == 0 { return nil }
+            let ref = v - 1
+            let id = Int32(ref >> 1)
+            let e = pointer(id)
+            if e.pointee.zone == zone {
+                if ref & 1 == 0 {
+                    if ModelTable.same(e.pointee.original, t) { return (id, .original) }
+                } else if ModelTable.same(reply(id), t) {
+                    return (id, .reply)
+                }
+            }
+            i = (i + 1) & mask
         }
     }
 
-    /// One modelled entry: what ctnetlink would report, plus when it expires.
-    public struct Slot: Sendable {
-        public var entry: ConntrackEntry
-        /// Absolute expiry time in nanoseconds.
-        public var expires: UInt64
-        /// When the first packet arrived (the UDP stream rule and timestamps need it).
-        public var firstSeen: UInt64
-        /// The zone the entry was inserted under (its key).
-        public let zone: UInt16
-    }
-
-    public enum Direction: Sendable { case original, reply }
-
-    private var slots: [Int: Slot] = [:]
-    private var index: [Key: (Int, Direction)] = [:]
-    private var nextID = 1
-
-    public init() {}
-
-    public var count: Int { slots.count }
-
-    /// The live entry a tuple belongs to, and which direction it matched; expired entries
-    /// met on the way are removed (as the kernel's lookup does).
-    public mutating func lookup(_ tuple: Tuple, zone: UInt16, now: UInt64) -> (id: Int, direction: Direction)? {
-        guard let (id, dir) = index[Key(zone: zone, tuple: tuple)] else { return nil }
-        guard let slot = slots[id], now < slot.expires else { remove(id); return nil }
+    /// The live entry a tuple belongs to, and which direction it matched. An expired entry
+    /// met on the way is removed, as the kernel's lookup does.
+    public mutating func lookup(_ tuple: Tuple, zone: UInt16, now: UInt64) -> (id: Int32, direction: Direction)? {
+        guard let (id, dir) = find(tuple, zone: zone) else { return nil }
+        if now >= pointer(id).pointee.expires { remove(id); return nil }
         return (id, dir)
     }
 
-    public subscript(id: Int) -> Slot? {
-        get { slots[id] }
-        set {
-            if let newValue { slots[id] = newValue } else { remove(id) }
+    /// Confirms a new entry (both tuples become visible). Returns its number, or nil when
+    /// either tuple is already taken by a live entry (a clash, semantics 7.5).
+    public mutating func insert(_ entry: ModelEntry, reply: Tuple? = nil, now: UInt64) -> Int32? {
+        let replyTuple = reply ?? entry.original.inverted()
+        if lookup(entry.original, zone: entry.zone, now: now) != nil || lookup(replyTuple, zone: entry.zone, now: now) != nil { return nil }
+        let id: Int32
+        if let f = freeSlots.popLast() {
+            id = f
+            pointer(id).pointee = entry
+        } else {
+            if slotCount == chunks.count << ModelTable.chunkShift {
+                let c = UnsafeMutablePointer<ModelEntry>.allocate(capacity: ModelTable.chunkSize)
+                c.initialize(repeating: entry, count: ModelTable.chunkSize)
+                chunks.append(c)
+                live.append(contentsOf: [UInt64](repeating: 0, count: ModelTable.chunkSize / 64))
+            }
+            id = Int32(slotCount)
+            slotCount += 1
+            pointer(id).pointee = entry
         }
-    }
-
-    /// Confirms a new entry (both tuples become visible). Returns its id, or nil when either
-    /// tuple is already taken by a live entry (a clash, semantics 7.5).
-    public mutating func insert(_ entry: ConntrackEntry, zone: UInt16, expires: UInt64, firstSeen: UInt64, now: UInt64) -> Int? {
-        if lookup(entry.original, zone: zone, now: now) != nil || lookup(entry.reply, zone: zone, now: now) != nil { return nil }
-        let id = nextID
-        nextID += 1
-        slots[id] = Slot(entry: entry, expires: expires, firstSeen: firstSeen, zone: zone)
-        index[Key(zone: zone, tuple: entry.original)] = (id, .original)
-        index[Key(zone: zone, tuple: entry.reply)] = (id, .reply)
+        live[Int(id) >> 6] |= 1 << UInt64(id & 63)
+        var t = replyTuple
+        t.zone = nil
+        if reply != nil, !ModelTable.same(t, entry.original.inverted()) {
+            pointer(id).pointee.options |= ModelEntry.Options.translatedReply
+            extras[id, default: EntryExtra()].reply = t
+        }
+        count += 1
+        if (used + 2) * 2 > index.count { grow() }
+        place(UInt32(id) << 1 | 0)
+        place(UInt32(id) << 1 | 1)
         return id
     }
 
-    public mutating func remove(_ id: Int) {
-        guard let slot = slots.removeValue(forKey: id) else { return }
-        index[Key(zone: slot.zone, tuple: slot.entry.original)] = nil
-        index[Key(zone: slot.zone, tuple: slot.entry.reply)] = nil
+    private mutating func place(_ ref: UInt32) {
+        var i = hash(tupleOf(ref), zone: pointer(Int32(ref >> 1)).pointee.zone) & mask
+        while index[i] != 0 { i = (i + 1) & mask }
+        index[i] = ref + 1
+        used += 1
     }
 
-    /// Removes every entry whose time ran out by `now`.
-    public mutating func expire(now: UInt64) {
-        for (id, slot) in slots where now >= slot.expires { remove(id) }
+    private mutating func grow() {
+        let old = index
+        index = [UInt32](repeating: 0, count: old.count * 2)
+        mask = index.count - 1
+        used = 0
+        for v in old where v != 0 { place(v - 1) }
     }
 
-    /// The table as a dump at `now` would show it: live entries with the timeout in whole
-    /// seconds left, rounded down.
-    public func snapshot(now: UInt64) -> [ConntrackEntry] {
-        slots.keys.sorted().compactMap { id in
-            guard let slot = slots[id], now < slot.expires else { return nil }
-            var e = slot.entry
-            e.timeout = UInt32((slot.expires - now) / 1_000_000_000)
-            return e
+    private mutating func unplace(_ ref: UInt32) {
+        let zone = pointer(Int32(ref >> 1)).pointee.zone
+        var i = hash(tupleOf(ref), zone: zone) & mask
+        while index[i] != ref + 1 {
+            if index[i] == 0 { return }
+            i = (i + 1) & mask
         }
+        // Backward-shift deletion keeps every probe chain unbroken without tombstones.
+        var hole = i
+        var j = i
+        while true {
+            j = (j + 1) & mask
+            let v = index[j]
+            if v == 0 { break }
+            let home = hash(tupleOf(v - 1), zone: pointer(Int32((v - 1) >> 1)).pointee.zone) & mask
+            // Move v into the hole when its home is not in (hole, j] cyclically.
+            let inRange = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j)
+            if !inRange {
+                index[hole] = v
+                hole = j
+            }
+        }
+        index[hole] = 0
+        used -= 1
+    }
+
+    public mutating func remove(_ id: Int32) {
+        guard isLive(id) else { return }
+        unplace(UInt32(id) << 1 | 0)
+        unplace(UInt32(id) << 1 | 1)
+        live[Int(id) >> 6] &= ~(1 << UInt64(id & 63))
+        extras[id] = nil
+        freeSlots.append(id)
+        count -= 1
+    }
+
+    /// Changes an entry's reply tuple (NAT learnt from the outgoing copy of its first packet).
+    public mutating func setReply(_ id: Int32, _ tuple: Tuple) {
+        var t = tuple
+        t.zone = nil
+        unplace(UInt32(id) << 1 | 1)
+        if ModelTable.same(t, pointer(id).pointee.original.inverted()) {
+            pointer(id).pointee.options &= ~ModelEntry.Options.translatedReply
+            extras[id]?.reply = nil
+        } else {
+            pointer(id).pointee.options |= ModelEntry.Options.translatedReply
+            extras[id, default: EntryExtra()].reply = t
+        }
+        place(UInt32(id) << 1 | 1)
+    }
+
+    /// Every live entry's number, in slot order.
+    public var ids: [Int32] {
+        var out: [Int32] = []
+        out.reserveCapacity(count)
+        for (w, bits) in live.enumerated() where bits != 0 {
+            var b = bits
+            while b != 0 {
+                let t = b.trailingZeroBitCount
+                out.append(Int32(w * 64 + t))
+                b &= b - 1
+            }
+        }
+        return out
+    }
+
+    /// Removes every entry whose time ran out by `now`; returns how many.
+    @discardableResult
+    public mutating func expire(now: UInt64) -> [Int32] {
+        var gone: [Int32] = []
+        for id in ids where now >= pointer(id).pointee.expires {
+            remove(id)
+            gone.append(id)
+        }
+        return gone
+    }
+
+    /// Examines `budget` slots from `cursor` on and removes the expired ones, like the
+    /// kernel's garbage collector: bounded work, so memory follows the live table.
+    public mutating func collect(now: UInt64, cursor: inout Int, budget: Int) -> [Int32] {
+        guard slotCount > 0 else { return [] }
+        var gone: [Int32] = []
+        for _ in 0..<min(budget, slotCount) {
+            if cursor >= slotCount { cursor = 0 }
+            let id = Int32(cursor)
+            if isLive(id), now >= pointer(id).pointee.expires { remove(id); gone.append(id) }
+            cursor += 1
+        }
+        return gone
+    }
+
+    /// Bytes held by the table's storage (entries, index, live bits).
+    public var storageBytes: Int {
+        chunks.count * ModelTable.chunkSize * MemoryLayout<ModelEntry>.stride + index.count * 4 + live.count * 8
     }
 }

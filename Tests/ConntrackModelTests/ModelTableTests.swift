@@ -1,41 +1,72 @@
 import ConntrackCore
-import ConntrackModel
+@testable import ConntrackModel
 import XCTest
 
 final class ModelTableTests: XCTestCase {
     let s = UInt64(1_000_000_000)
+    let o = Tuple(source: IPAddress("198.51.100.2")!, destination: IPAddress("203.0.113.2")!, l4proto: 17,
+                  sourcePort: 4000, destinationPort: 53)
 
-    func entry(zone: UInt16? = nil) -> ConntrackEntry {
-        let o = Tuple(source: IPAddress("198.51.100.2")!, destination: IPAddress("203.0.113.2")!, l4proto: 17,
-                      sourcePort: 4000, destinationPort: 53)
-        var e = ConntrackEntry(original: o, reply: o.inverted())
-        e.zone = zone
-        return e
+    func entry(zone: UInt16 = 0, expires: UInt64) -> ModelEntry {
+        ModelEntry(original: o, zone: zone, status: [.confirmed], expires: expires, firstSeen: 0)
     }
 
     func testBothTuplesFindTheEntryWithTheirDirection() throws {
         var t = ModelTable()
-        let e = entry()
-        let id = try XCTUnwrap(t.insert(e, zone: 0, expires: 30 * s, firstSeen: 0, now: 0))
-        XCTAssertEqual(t.lookup(e.original, zone: 0, now: s)?.id, id)
-        XCTAssertEqual(t.lookup(e.original, zone: 0, now: s)?.direction, .original)
-        XCTAssertEqual(t.lookup(e.reply, zone: 0, now: s)?.direction, .reply)
-        XCTAssertNil(t.lookup(e.original, zone: 1, now: s), "zones are part of the identity")
-        XCTAssertNil(t.insert(e, zone: 0, expires: 30 * s, firstSeen: 0, now: s), "a live tuple cannot be inserted twice")
-        XCTAssertNotNil(t.insert(entry(zone: 1), zone: 1, expires: 30 * s, firstSeen: 0, now: s))
+        let id = try XCTUnwrap(t.insert(entry(expires: 30 * s), now: 0))
+        XCTAssertEqual(t.lookup(o, zone: 0, now: s)?.id, id)
+        XCTAssertEqual(t.lookup(o, zone: 0, now: s)?.direction, .original)
+        XCTAssertEqual(t.lookup(o.inverted(), zone: 0, now: s)?.direction, .reply)
+        XCTAssertNil(t.lookup(o, zone: 1, now: s), "zones are part of the identity")
+        XCTAssertNil(t.insert(entry(expires: 30 * s), now: s), "a live tuple cannot be inserted twice")
+        XCTAssertNotNil(t.insert(entry(zone: 1, expires: 30 * s), now: s))
     }
 
-    func testExpiryAndDisplayedTimeoutRoundDown() throws {
+    func testAnExpiredEntryIsGoneAtTheExactInstant() throws {
         var t = ModelTable()
-        let e = entry()
-        _ = try XCTUnwrap(t.insert(e, zone: 0, expires: 30 * s, firstSeen: 0, now: 0))
-        // Right after a 30 s refresh a dump shows 29 (semantics 7.2).
-        XCTAssertEqual(t.snapshot(now: 1).first?.timeout, 29)
-        XCTAssertEqual(t.snapshot(now: 10 * s).first?.timeout, 20)
-        // Gone at the expiry instant, and a lookup then finds nothing.
-        XCTAssertTrue(t.snapshot(now: 30 * s).isEmpty)
-        XCTAssertNil(t.lookup(e.original, zone: 0, now: 30 * s))
+        _ = try XCTUnwrap(t.insert(entry(expires: 30 * s), now: 0))
+        XCTAssertNotNil(t.lookup(o, zone: 0, now: 30 * s - 1))
+        XCTAssertNil(t.lookup(o, zone: 0, now: 30 * s))
         XCTAssertEqual(t.count, 0)
-        XCTAssertNotNil(t.insert(e, zone: 0, expires: 90 * s, firstSeen: 31 * s, now: 31 * s), "a new flow with the same tuple")
+        XCTAssertNotNil(t.insert(entry(expires: 90 * s), now: 31 * s), "a new flow with the same tuple")
+    }
+
+    func testATranslatedReplyTupleIsFoundAndTheInverseIsNot() throws {
+        var t = ModelTable()
+        let id = try XCTUnwrap(t.insert(entry(expires: 30 * s), now: 0))
+        var nat = o.inverted()
+        nat.destination = IPAddress("192.0.2.9")!
+        nat.destinationPort = 2000
+        t.setReply(id, nat)
+        XCTAssertEqual(t.lookup(nat, zone: 0, now: 1)?.direction, .reply)
+        XCTAssertNil(t.lookup(o.inverted(), zone: 0, now: 1))
+        XCTAssertEqual(t.reply(id), nat)
+    }
+
+    /// Many inserts and removals in random order keep every probe chain intact.
+    func testIndexSurvivesChurn() throws {
+        var t = ModelTable(seed: 7)
+        var rng = SystemRandomNumberGenerator()
+        var live: [UInt16: Int32] = [:]
+        for _ in 0..<20_000 {
+            let port = UInt16.random(in: 1...3000, using: &rng)
+            var tuple = o
+            tuple.sourcePort = port
+            if let id = live[port] {
+                XCTAssertEqual(t.lookup(tuple, zone: 0, now: 0)?.id, id)
+                t.remove(id)
+                live[port] = nil
+                XCTAssertNil(t.lookup(tuple, zone: 0, now: 0))
+            } else {
+                let id = try XCTUnwrap(t.insert(ModelEntry(original: tuple, zone: 0, status: [], expires: 10 * s, firstSeen: 0), now: 0))
+                live[port] = id
+            }
+        }
+        XCTAssertEqual(t.count, live.count)
+        for (port, id) in live {
+            var tuple = o
+            tuple.sourcePort = port
+            XCTAssertEqual(t.lookup(tuple.inverted(), zone: 0, now: 0)?.id, id)
+        }
     }
 }

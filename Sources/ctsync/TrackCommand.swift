@@ -1,0 +1,335 @@
+import ArgumentParser
+import ConntrackCore
+import ConntrackModel
+import Dispatch
+import Foundation
+import PacketCapture
+import PacketDecoding
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Ctsync {
+    struct Track: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Predict the kernel's conntrack table from a capture (Linux's own rules, this host's sysctls).",
+            discussion: """
+            Prints the table as `ctsync dump` would (same formats), at the moment --at names.
+            Sysctls come from this network namespace's /proc/sys/net/netfilter (--sysctls proc, the
+            default), the kernel's built-in defaults (--sysctls builtin) or a file of name=value lines;
+            --sysctl NAME=VALUE overrides one. A -i any capture of a router (LINUX_SLL2) is read the
+            way docs/capture-points.md describes: forwarded packets once, NAT learnt from their copies.
+              ctsync track router.pcap -o extended
+              ctsync track cap.pcapng --helper ftp:tcp/21 --expect
+              ctsync track cap.pcap --verdicts
+            """)
+
+        @Argument(help: "pcap or pcapng files (read in turn; --merge merges them by time)") var files: [String] = []
+        @Option(name: [.customShort("i"), .long], help: "track a live interface (any for all) until SIGINT/SIGTERM; SIGUSR1 prints the table")
+        var interface: String?
+        @Option(help: "BPF filter for a live capture") var filter: String?
+        @Flag(help: "merge the files by timestamp instead of reading them in turn") var merge = false
+        @Option(name: .shortAndLong, help: "text|extended|json|save") var output = "text"
+        @Option(help: "when the table is shown: end (last packet, the default for files), now (wall clock), or a Unix time")
+        var at: String?
+        @Option(help: "where sysctls come from: proc (this namespace), builtin, or a file of name=value lines")
+        var sysctls = "proc"
+        @Option(name: .customLong("sysctl"), help: "NAME=VALUE, e.g. nf_conntrack_tcp_loose=0 (repeatable)") var sysctlOverrides: [String] = []
+        @Option(name: .customLong("zone"), help: "ZONE[:MATCH]: packets matching get this zone (ct zone set in raw)") var zones: [String] = []
+        @Option(name: .customLong("mark"), help: "MARK[:MATCH]: a packet matching sets its entry's mark (ct mark set)") var marks: [String] = []
+        @Option(name: .customLong("helper"), help: "NAME:PROTO/PORT, e.g. ftp:tcp/21 (ct helper set on new connections)") var helpers: [String] = []
+        @Flag(help: "the host has NAT chains (new entries get SRC_NAT_DONE|DST_NAT_DONE)") var nat = false
+        @Flag(help: "print the expectation table instead of the entries") var expect = false
+        @Flag(help: "print one line per packet: frame, time, tuple, verdict, TCP state, reason") var verdicts = false
+        @Option(help: "MATCH (proto=,src=,dst=,sport=,dport=): print every packet of the entries whose original tuple matches, with the entry after it")
+        var timeline: String?
+        @Flag(name: .shortAndLong, help: "no summary on standard error") var quiet = false
+
+        struct Problem: Error, CustomStringConvertible { var description: String }
+
+        func validate() throws {
+            guard ["text", "extended", "json", "save"].contains(output) else {
+                throw ValidationError("-o takes text, extended, json or save, not \(output)")
+            }
+            if interface == nil && files.isEmpty { throw ValidationError("give at least one capture file, or --interface") }
+            if interface != nil && !files.isEmpty { throw ValidationError("give files or --interface, not both") }
+            if let at, at != "end", at != "now", Double(at) == nil { throw ValidationError("--at takes end, now or a Unix time, not \(at)") }
+            if interface != nil, at == "end" { throw ValidationError("--at end needs capture files") }
+        }
+
+        func configuration() throws -> ModelConfiguration {
+            var s: Sysctls
+            switch sysctls {
+            case "proc": s = Sysctls.read()
+            case "builtin": s = Sysctls()
+            default:
+                guard let text = try? String(contentsOfFile: sysctls, encoding: .utf8) else {
+                    throw Problem(description: "cannot read sysctl file \(sysctls)")
+                }
+                s = Sysctls()
+                for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                    let l = line.trimmingCharacters(in: .whitespaces)
+                    if l.isEmpty || l.hasPrefix("#") { continue }
+                    do { try s.apply(l) } catch { throw Problem(description: "\(sysctls):\(n + 1): \(error)") }
+                }
+            }
+            for o in sysctlOverrides {
+                do { try s.apply(o) } catch { throw Problem(description: "--sysctl: \(error)") }
+            }
+            var c = ModelConfiguration(sysctls: s)
+            do {
+                c.zones = try zones.map { try ModelConfiguration.rule($0) { UInt16($0) } }
+                c.marks = try marks.map { try ModelConfiguration.rule($0) { UInt32($0) ?? ($0.hasPrefix("0x") ? UInt32($0.dropFirst(2), radix: 16) : nil) } }
+                c.helpers = try helpers.map(ModelConfiguration.helperRule)
+            } catch { throw Problem(description: "\(error)") }
+            c.natHooks = nat
+            return c
+        }
+
+        func run() throws {
+            let config: ModelConfiguration
+            let timelineMatch: PacketMatch?
+            do {
+                config = try configuration()
+                timelineMatch = try timeline.map { try PacketMatch(parsing: $0) }
+            } catch {
+                printError("ctsync: \(error)")
+                throw ExitCode(2)
+            }
+            let session = TrackSession(command: self, tracker: Tracker(configuration: config), timeline: timelineMatch)
+            if let interface { return try session.live(interface) }
+            try session.files()
+        }
+    }
+}
+
+/// One `ctsync track` run: reads the captures into the tracker and prints.
+final class TrackSession {
+    let command: Ctsync.Track
+    var tracker: Tracker
+    let out = OutputSink()
+    let timeline: PacketMatch?
+    var frameNumber = 0
+    var captureDrops: CaptureStatistics?
+    var skipped = 0
+    var damaged: String?
+
+    init(command: Ctsync.Track, tracker: Tracker, timeline: PacketMatch?) {
+        self.command = command
+        self.tracker = tracker
+        self.timeline = timeline
+    }
+
+    func installObserver() {
+        guard command.verdicts || timeline != nil else { return }
+        let sink = out
+        let match = timeline
+        tracker.observer = { [unowned self] v, p, time, entry in
+            var line = "\(self.frameNumber) \(CaptureSummary.seconds(time)) \(TrackSession.tupleText(p.tuple)) \(v.kind.name)"
+            if let e = entry {
+                if let m = match, !m.matches(e.original) && !m.matches(e.original.inverted()) { return }
+                if e.original.l4proto == 6 { line += " \(e.tcp.state.text)" }
+                if match != nil {
+                    line += " [\(e.status.nameList.joined(separator: ","))]"
+                    line += " timeout=\(e.expires > time ? (e.expires - time) / 1_000_000_000 : 0)"
+                    if e.options & ModelEntry.Options.accounting != 0 {
+                        line += " packets=\(e.packets.0)/\(e.packets.1) bytes=\(e.bytes.0)/\(e.bytes.1)"
+                    }
+                }
+            } else if let m = match {
+                guard m.matches(p.tuple) || m.matches(p.tuple.inverted()) else { return }
+                if v.kind != .invalid && v.kind != .untracked { line += " (entry deleted)" }
+            }
+            if let r = v.reason { line += " reason=\"\(r.rawValue)\"" }
+            sink.write(line)
+            sink.lineDone()
+        }
+    }
+
+    static func tupleText(_ t: Tuple) -> String {
+        var s = "\(L4Protocol(number: t.l4proto).name) src=\(t.source) dst=\(t.destination)"
+        switch t.l4 {
+        case .tcp, .udp, .udplite, .sctp, .dccp: s += " sport=\(t.sourcePort) dport=\(t.destinationPort)"
+        case .icmp, .icmpv6: s += " type=\(t.icmpType) code=\(t.icmpCode) id=\(t.icmpID)"
+        default: break
+        }
+        return s
+    }
+
+    func files() throws {
+        installObserver()
+        var sources: [CaptureSource] = []
+        for f in command.files {
+            do { sources.append(try CaptureSource(file: f)) } catch let e as CaptureError {
+                printError("ctsync: \(e)")
+                throw ExitCode(2)
+            }
+        }
+        if command.merge {
+            guard Set(sources.map(\.linkType)).count == 1 else {
+                printError("ctsync: --merge needs captures of one link type")
+                throw ExitCode(2)
+            }
+            var feeder = CaptureFeeder(tracker: tracker, linkType: sources[0].linkType)
+            do {
+                try MergedCapture(sources).forEach { _, f in
+                    frameNumber += 1
+                    feeder.feed(f.data, originalLength: f.originalLength, at: f.timestamp)
+                }
+            } catch let e as CaptureError { damaged = "\(e)" }
+            absorb(feeder)
+        } else {
+            for s in sources {
+                var feeder = CaptureFeeder(tracker: tracker, linkType: s.linkType)
+                do {
+                    try s.forEach { f in
+                        frameNumber += 1
+                        feeder.feed(f.data, originalLength: f.originalLength, at: f.timestamp)
+                    }
+                } catch let e as CaptureError { damaged = "\(e)" }
+                absorb(feeder)
+                if damaged != nil { break }
+            }
+        }
+        let time = try moment(default: "end")
+        print(at: time)
+        if let damaged {
+            printError("ctsync: \(damaged)")
+            throw ExitCode(2)
+        }
+    }
+
+    func absorb(_ feeder: CaptureFeeder) {
+        tracker = feeder.tracker
+        skipped += feeder.framesSkipped
+    }
+
+    func moment(default d: String) throws -> UInt64 {
+        switch command.at ?? d {
+        case "end": return tracker.now
+        case "now":
+            var ts = timespec()
+            clock_gettime(CLOCK_REALTIME, &ts)
+            return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+        case let s:
+            guard let v = Double(s), v >= 0 else { throw ValidationError("--at: not a time: \(s)") }
+            return UInt64(v * 1_000_000_000)
+        }
+    }
+
+    func print(at time: UInt64) {
+        if command.verdicts || timeline != nil {
+            out.flush()
+            summary(at: time)
+            return
+        }
+        var text = TextFormatOptions()
+        text.showLayer3 = command.output == "extended"
+        text.now = time / 1_000_000_000
+        if command.expect {
+            for x in tracker.expectationList(at: time) {
+                switch command.output {
+                case "json": ConntrackJSON.write(x, to: &out.bytes)
+                default: ConntrackText.write(x, options: text, to: &out.bytes)
+                }
+                out.lineDone()
+            }
+        } else {
+            let entries = tracker.entries(at: time)
+            for e in entries {
+                switch command.output {
+                case "json": ConntrackJSON.write(e, to: &out.bytes)
+                case "save": ConntrackSave.write(e, to: &out.bytes)
+                default: ConntrackText.write(e, options: text, to: &out.bytes)
+                }
+                out.lineDone()
+            }
+        }
+        out.flush()
+        summary(at: time)
+    }
+
+    /// The summary on stderr, including what makes the prediction uncertain.
+    func summary(at time: UInt64) {
+        guard !command.quiet else { return }
+        let s = tracker.statistics
+        let live = tracker.entries(at: time).count
+        var lines = ["ctsync track: \(s.packets) packets, \(s.created) connections seen, \(live) entries at \(CaptureSummary.seconds(time))"]
+        let kinds = ["new", "established", "related", "invalid", "untracked"]
+        lines.append("  verdicts: " + zip(kinds, s.byVerdict).map { "\($0) \($1)" }.joined(separator: ", "))
+        for (r, n) in s.invalidReasons.sorted(by: { $0.value > $1.value }) { lines.append("  invalid: \(n) \(r.rawValue)") }
+        if s.pickedUp > 0 {
+            lines.append("  uncertain: \(s.pickedUp) TCP connections were picked up mid-stream (they began before the capture, or their first packets were not captured)")
+        }
+        if let d = captureDrops, d.droppedByKernel + d.droppedByInterface > 0 {
+            lines.append("  uncertain: the capture dropped \(d.droppedByKernel + d.droppedByInterface) packets; entries they touched may differ")
+        }
+        if s.nearTableLimit {
+            lines.append("  uncertain: the table came within 5% of nf_conntrack_max; which entries the kernel early-drops is not predictable")
+        }
+        if damaged != nil { lines.append("  uncertain: the capture is damaged; packets after the damage are missing") }
+        printError(lines.joined(separator: "\n"))
+    }
+
+    // MARK: live
+
+    func live(_ interface: String) throws {
+        let source: CaptureSource
+        do {
+            source = try CaptureSource(interface: interface, filter: command.filter, immediate: true)
+        } catch let e as CaptureError {
+            printError("ctsync: \(e)")
+            throw ExitCode(2)
+        }
+        let flags = SignalFlags()
+        let s = UnsafeSendable(source)
+        var handlers: [DispatchSourceSignal] = []
+        for (sig, isPrint) in [(SIGUSR1, true), (SIGINT, false), (SIGTERM, false)] {
+            signal(sig, SIG_IGN)
+            let h = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            h.setEventHandler {
+                if isPrint { flags.set(print: true) } else { flags.set(stop: true) }
+                s.value.stop()
+            }
+            h.resume()
+            handlers.append(h)
+        }
+        installObserver()
+        var feeder = CaptureFeeder(tracker: tracker, linkType: source.linkType)
+        while true {
+            do {
+                try source.forEach { f in
+                    frameNumber += 1
+                    feeder.feed(f.data, originalLength: f.originalLength, at: f.timestamp)
+                }
+            } catch let e as CaptureError {
+                printError("ctsync: \(e)")
+                throw ExitCode(2)
+            }
+            captureDrops = source.statistics()
+            let (p, stop) = flags.take()
+            if p || stop {
+                tracker = feeder.tracker
+                print(at: try moment(default: "now"))
+                feeder.tracker = tracker
+            }
+            if stop { break }
+        }
+        _ = handlers
+    }
+}
+
+/// Flags set by signal handlers on another thread.
+final class SignalFlags: @unchecked Sendable {
+    private let lock = NSLock()
+    private var print = false, stop = false
+    func set(print p: Bool = false, stop s: Bool = false) {
+        lock.lock(); if p { print = true }; if s { stop = true }; lock.unlock()
+    }
+    func take() -> (Bool, Bool) {
+        lock.lock(); defer { lock.unlock() }
+        let r = (print, stop)
+        print = false
+        return r
+    }
+}
