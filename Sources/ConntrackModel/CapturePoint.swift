@@ -61,6 +61,10 @@ public struct CaptureFeeder {
             }
             return
         }
+        if !cooked {
+            tracker.process(packet, frame: frame, at: time)
+            return
+        }
         let p = packet
         handle(p, frame, time: time, outgoing: outgoing)
     }

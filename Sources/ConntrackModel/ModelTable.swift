@@ -45,19 +45,21 @@ public struct TCPConnection: Sendable, Equatable {
 /// One modelled entry, kept compact (the model must hold a million of them in little
 /// memory): the original tuple, and the reply tuple only when NAT changed it.
 public struct ModelEntry: Sendable {
+    // Field order matters: what a lookup compares (tuple, zone, options) comes first, in
+    // the entry's first cache line (the table places entries on 64-byte boundaries).
     public var original: Tuple
-    /// Absolute expiry, nanoseconds.
-    public var expires: UInt64
-    /// When the first packet arrived (confirmation: the timestamp start, the UDP stream rule).
-    public var firstSeen: UInt64
-    public var packets: (UInt64, UInt64) = (0, 0)
-    public var bytes: (UInt64, UInt64) = (0, 0)
-    public var status: Status
-    public var mark: UInt32 = 0
     public var zone: UInt16
     /// Bits of `Options`.
     public var options: UInt8 = 0
+    /// Absolute expiry, nanoseconds.
+    public var expires: UInt64
+    public var status: Status
+    public var mark: UInt32 = 0
+    /// When the first packet arrived (confirmation: the timestamp start, the UDP stream rule).
+    public var firstSeen: UInt64
     public var tcp = TCPConnection()
+    public var packets: (UInt64, UInt64) = (0, 0)
+    public var bytes: (UInt64, UInt64) = (0, 0)
 
     public struct Options {
         public static let accounting: UInt8 = 1, timestamp: UInt8 = 2, translatedReply: UInt8 = 4, extra: UInt8 = 8
@@ -99,11 +101,13 @@ public struct ModelTable {
     static let chunkShift = 12
     static let chunkSize = 1 << chunkShift
 
-    private var chunks: [UnsafeMutablePointer<ModelEntry>] = []
+    private var chunks: [UnsafeMutableRawPointer] = []
+    /// Bytes per entry: the stride rounded up to whole cache lines.
+    static let slotBytes = (MemoryLayout<ModelEntry>.stride + 63) & ~63
     private var live: [UInt64] = []            // one bit per slot
     private var freeSlots: [Int32] = []
     private var slotCount = 0
-    private var index: [UInt32]
+    private var index: [UInt64]
     private var mask: Int
     private var used = 0
     public private(set) var count = 0
@@ -111,19 +115,20 @@ public struct ModelTable {
     private let seed: UInt64
 
     public init(seed: UInt64 = 0x9E37_79B9_7F4A_7C15) {
-        index = [UInt32](repeating: 0, count: 1024)
+        index = [UInt64](repeating: 0, count: 1024)
         mask = 1023
         self.seed = seed
     }
 
     /// Frees the chunks. (A struct cannot deinit; the owner calls this when done.)
     public mutating func release() {
-        for c in chunks { c.deinitialize(count: ModelTable.chunkSize); c.deallocate() }
+        for c in chunks { c.deallocate() }
         chunks = []
     }
 
     @inline(__always) func pointer(_ id: Int32) -> UnsafeMutablePointer<ModelEntry> {
-        chunks[Int(id) >> ModelTable.chunkShift] + (Int(id) & (ModelTable.chunkSize - 1))
+        (chunks[Int(id) >> ModelTable.chunkShift] + (Int(id) & (ModelTable.chunkSize - 1)) * ModelTable.slotBytes)
+            .assumingMemoryBound(to: ModelEntry.self)
     }
 
     public func isLive(_ id: Int32) -> Bool {
@@ -144,23 +149,28 @@ public struct ModelTable {
         return e.pointee.original.inverted()
     }
 
-    @inline(__always) func hash(_ t: Tuple, zone: UInt16) -> Int {
-        var h = seed ^ UInt64(zone) ^ (UInt64(t.l4proto) << 16)
-        @inline(__always) func mix(_ v: UInt64) {
-            h = (h ^ v) &* 0x9FB2_1C65_1E98_DF25
-            h ^= h >> 29
+    /// A hash that is the same for a tuple and its inverse (endpoints combined symmetrically,
+    /// ICMP types left out since they map request to reply), so one probe sequence finds an
+    /// entry from either direction and only NAT entries need a second index slot.
+    @inline(__always) func hash(_ t: Tuple, zone: UInt16) -> UInt32 {
+        @inline(__always) func mix(_ h: UInt64, _ v: UInt64) -> UInt64 {
+            var x = (h ^ v) &* 0x9FB2_1C65_1E98_DF25
+            x ^= x >> 29
+            return x
         }
-        switch t.source {
-        case .v4(let a): mix(UInt64(a))
-        case .v6(let a, let b): mix(a); mix(b)
+        @inline(__always) func endpoint(_ a: IPAddress, _ port: UInt16) -> UInt64 {
+            switch a {
+            case .v4(let v): return mix(seed, UInt64(v) << 16 | UInt64(port))
+            case .v6(let x, let y): return mix(mix(seed, x), y ^ UInt64(port))
+            }
         }
-        switch t.destination {
-        case .v4(let a): mix(UInt64(a) << 1)
-        case .v6(let a, let b): mix(a &+ 1); mix(b)
-        }
-        mix(UInt64(t.sourcePort) << 48 | UInt64(t.destinationPort) << 32 | UInt64(t.icmpType) << 24
-            | UInt64(t.icmpCode) << 16 | UInt64(t.icmpID))
-        return Int(truncatingIfNeeded: h ^ (h >> 32))
+        let icmp = t.l4proto == 1 || t.l4proto == 58
+        let e1 = endpoint(t.source, icmp ? 0 : t.sourcePort)
+        let e2 = endpoint(t.destination, icmp ? 0 : t.destinationPort)
+        var h = mix(seed ^ UInt64(zone) << 8 ^ UInt64(t.l4proto), e1 &+ e2)
+        h = mix(h, e1 ^ e2)
+        if icmp { h = mix(h, UInt64(t.icmpID) << 8 | UInt64(t.icmpCode)) }
+        return UInt32(truncatingIfNeeded: h ^ (h >> 32))
     }
 
     @inline(__always) static func same(_ a: Tuple, _ b: Tuple) -> Bool {
@@ -169,28 +179,44 @@ public struct ModelTable {
             && a.source == b.source && a.destination == b.destination
     }
 
+    /// `same(original.inverted(), t)` without building the inverse (ICMP maps types, so it does).
+    @inline(__always) static func isInverse(_ o: Tuple, _ t: Tuple) -> Bool {
+        if o.l4proto == 1 || o.l4proto == 58 { return same(o.inverted(), t) }
+        return o.sourcePort == t.destinationPort && o.destinationPort == t.sourcePort && o.l4proto == t.l4proto
+            && o.source == t.destination && o.destination == t.source
+    }
+
     @inline(__always) func tupleOf(_ ref: UInt32) -> Tuple {
         let id = Int32(ref >> 1)
         return ref & 1 == 0 ? pointer(id).pointee.original : reply(id)
     }
 
-    /// Finds the entry a tuple belongs to, live or not (no expiry check).
+    /// Finds the entry a tuple belongs to, live or not (no expiry check). Index slots hold
+    /// the reference in the low 32 bits and the tuple's 32-bit hash in the high bits, so a
+    /// probe touches an entry only when the hashes agree.
     func find(_ t: Tuple, zone: UInt16) -> (Int32, Direction)? {
-        var i = hash(t, zone: zone) & mask
-        while true {
-            let v = index[i]
-            if v == 0 { return nil }
-            let ref = v - 1
-            let id = Int32(ref >> 1)
-            let e = pointer(id)
-            if e.pointee.zone == zone {
-                if ref & 1 == 0 {
-                    if ModelTable.same(e.pointee.original, t) { return (id, .original) }
-                } else if ModelTable.same(reply(id), t) {
-                    return (id, .reply)
+        let h = hash(t, zone: zone)
+        var i = Int(h) & mask
+        return index.withUnsafeBufferPointer { idx in
+            while true {
+                let v = idx[i]
+                if v == 0 { return nil }
+                if UInt32(truncatingIfNeeded: v >> 32) == h {
+                    let ref = UInt32(truncatingIfNeeded: v) - 1
+                    let id = Int32(ref >> 1)
+                    let e = pointer(id)
+                    if e.pointee.zone == zone {
+                        if ref & 1 == 0 {
+                            if ModelTable.same(e.pointee.original, t) { return (id, .original) }
+                            if e.pointee.options & ModelEntry.Options.translatedReply == 0,
+                               ModelTable.isInverse(e.pointee.original, t) { return (id, .reply) }
+                        } else if ModelTable.same(reply(id), t) {
+                            return (id, .reply)
+                        }
+                    }
                 }
+                i = (i + 1) & mask
             }
-            i = (i + 1) & mask
         }
     }
 
@@ -213,14 +239,15 @@ public struct ModelTable {
             pointer(id).pointee = entry
         } else {
             if slotCount == chunks.count << ModelTable.chunkShift {
-                let c = UnsafeMutablePointer<ModelEntry>.allocate(capacity: ModelTable.chunkSize)
-                c.initialize(repeating: entry, count: ModelTable.chunkSize)
+                // ModelEntry holds no references, so slots need no initialisation before use.
+                let c = UnsafeMutableRawPointer.allocate(byteCount: ModelTable.chunkSize * ModelTable.slotBytes, alignment: 64)
                 chunks.append(c)
                 live.append(contentsOf: [UInt64](repeating: 0, count: ModelTable.chunkSize / 64))
             }
             id = Int32(slotCount)
             slotCount += 1
-            pointer(id).pointee = entry
+            (chunks[Int(id) >> ModelTable.chunkShift] + (Int(id) & (ModelTable.chunkSize - 1)) * ModelTable.slotBytes)
+                .initializeMemory(as: ModelEntry.self, repeating: entry, count: 1)
         }
         live[Int(id) >> 6] |= 1 << UInt64(id & 63)
         var t = replyTuple
@@ -232,29 +259,35 @@ public struct ModelTable {
         count += 1
         if (used + 2) * 2 > index.count { grow() }
         place(UInt32(id) << 1 | 0)
-        place(UInt32(id) << 1 | 1)
+        if pointer(id).pointee.options & ModelEntry.Options.translatedReply != 0 { place(UInt32(id) << 1 | 1) }
         return id
     }
 
     private mutating func place(_ ref: UInt32) {
-        var i = hash(tupleOf(ref), zone: pointer(Int32(ref >> 1)).pointee.zone) & mask
+        let h = hash(tupleOf(ref), zone: pointer(Int32(ref >> 1)).pointee.zone)
+        put(UInt64(h) << 32 | UInt64(ref + 1))
+    }
+
+    @inline(__always) private mutating func put(_ v: UInt64) {
+        var i = Int(truncatingIfNeeded: v >> 32) & mask
         while index[i] != 0 { i = (i + 1) & mask }
-        index[i] = ref + 1
+        index[i] = v
         used += 1
     }
 
     private mutating func grow() {
         let old = index
-        index = [UInt32](repeating: 0, count: old.count * 2)
+        index = [UInt64](repeating: 0, count: old.count * 2)
         mask = index.count - 1
         used = 0
-        for v in old where v != 0 { place(v - 1) }
+        for v in old where v != 0 { put(v) }
     }
 
     private mutating func unplace(_ ref: UInt32) {
-        let zone = pointer(Int32(ref >> 1)).pointee.zone
-        var i = hash(tupleOf(ref), zone: zone) & mask
-        while index[i] != ref + 1 {
+        let h = hash(tupleOf(ref), zone: pointer(Int32(ref >> 1)).pointee.zone)
+        let want = UInt64(h) << 32 | UInt64(ref + 1)
+        var i = Int(h) & mask
+        while index[i] != want {
             if index[i] == 0 { return }
             i = (i + 1) & mask
         }
@@ -265,7 +298,7 @@ public struct ModelTable {
             j = (j + 1) & mask
             let v = index[j]
             if v == 0 { break }
-            let home = hash(tupleOf(v - 1), zone: pointer(Int32((v - 1) >> 1)).pointee.zone) & mask
+            let home = Int(truncatingIfNeeded: v >> 32) & mask
             // Move v into the hole when its home is not in (hole, j] cyclically.
             let inRange = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j)
             if !inRange {
@@ -280,7 +313,7 @@ public struct ModelTable {
     public mutating func remove(_ id: Int32) {
         guard isLive(id) else { return }
         unplace(UInt32(id) << 1 | 0)
-        unplace(UInt32(id) << 1 | 1)
+        if pointer(id).pointee.options & ModelEntry.Options.translatedReply != 0 { unplace(UInt32(id) << 1 | 1) }
         live[Int(id) >> 6] &= ~(1 << UInt64(id & 63))
         extras[id] = nil
         freeSlots.append(id)
@@ -291,15 +324,16 @@ public struct ModelTable {
     public mutating func setReply(_ id: Int32, _ tuple: Tuple) {
         var t = tuple
         t.zone = nil
-        unplace(UInt32(id) << 1 | 1)
+        if pointer(id).pointee.options & ModelEntry.Options.translatedReply != 0 { unplace(UInt32(id) << 1 | 1) }
         if ModelTable.same(t, pointer(id).pointee.original.inverted()) {
             pointer(id).pointee.options &= ~ModelEntry.Options.translatedReply
             extras[id]?.reply = nil
         } else {
             pointer(id).pointee.options |= ModelEntry.Options.translatedReply
             extras[id, default: EntryExtra()].reply = t
+            if (used + 1) * 2 > index.count { grow() }
+            place(UInt32(id) << 1 | 1)
         }
-        place(UInt32(id) << 1 | 1)
     }
 
     /// Every live entry's number, in slot order.
@@ -344,6 +378,6 @@ public struct ModelTable {
 
     /// Bytes held by the table's storage (entries, index, live bits).
     public var storageBytes: Int {
-        chunks.count * ModelTable.chunkSize * MemoryLayout<ModelEntry>.stride + index.count * 4 + live.count * 8
+        chunks.count * ModelTable.chunkSize * ModelTable.slotBytes + index.count * 8 + live.count * 8
     }
 }

@@ -15,13 +15,15 @@ public enum TCPRules {
     }
 
     /// Flag combinations (after dropping PSH, ECE and CWR) the kernel accepts.
-    static let validFlags: Set<UInt8> = [
+    static let validFlags: [UInt8] = [
         0x02, 0x22, 0x12, 0x04, 0x14, 0x11, 0x31, 0x10, 0x30,   // SYN, SYN+URG, SYN+ACK, RST, RST+ACK, FIN+ACK, FIN+ACK+URG, ACK, ACK+URG
     ]
+    /// The same set as a bitmask over the 6 remaining flag bits (all values are below 64).
+    static let validFlagMask: UInt64 = validFlags.reduce(0) { $0 | 1 << UInt64($1) }
 
     /// True when the flag combination is one the kernel accepts (5.1).
     public static func flagsValid(_ flags: UInt8) -> Bool {
-        validFlags.contains(flags & ~(0x08 | 0x40 | 0x80))
+        validFlagMask & (1 << UInt64(flags & 0x37)) != 0
     }
 
     public static func index(_ flags: UInt8) -> Index {

@@ -4,7 +4,7 @@ import ConntrackCore
 /// never looks a name up.
 public struct Timeouts: Sendable {
     /// TCP per-state timeouts indexed by `TCPState.rawValue` (0...9), then RETRANS (10), UNACK (11).
-    public var tcp: [UInt64]
+    public var tcp: TCPTimeoutTable
     public var udp: UInt64, udpStream: UInt64
     public var icmp: UInt64, icmpv6: UInt64
     public var generic: UInt64
@@ -21,9 +21,10 @@ public struct Timeouts: Sendable {
 
     public init(_ s: Sysctls) {
         func ns(_ name: String) -> UInt64 { UInt64(s[name]) * Timeouts.second }
-        tcp = TCPState.allCases.sorted { $0.rawValue < $1.rawValue }.map { UInt64(TCPRules.timeout($0, s)) * Timeouts.second }
-        tcp.append(ns("nf_conntrack_tcp_timeout_max_retrans"))
-        tcp.append(ns("nf_conntrack_tcp_timeout_unacknowledged"))
+        var list = TCPState.allCases.sorted { $0.rawValue < $1.rawValue }.map { UInt64(TCPRules.timeout($0, s)) * Timeouts.second }
+        list.append(ns("nf_conntrack_tcp_timeout_max_retrans"))
+        list.append(ns("nf_conntrack_tcp_timeout_unacknowledged"))
+        tcp = TCPTimeoutTable(list)
         udp = ns("nf_conntrack_udp_timeout")
         udpStream = ns("nf_conntrack_udp_timeout_stream")
         icmp = ns("nf_conntrack_icmp_timeout")
@@ -43,5 +44,14 @@ public struct Timeouts: Sendable {
         timestamps = s["nf_conntrack_timestamp"] != 0
         checksum = s["nf_conntrack_checksum"] != 0
         maxEntries = s["nf_conntrack_max"]
+    }
+}
+
+/// Twelve TCP timeouts inline (no array buffer to retain on the per-packet path).
+public struct TCPTimeoutTable: Sendable {
+    var v: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64)
+    init(_ a: [UInt64]) { v = (a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11]) }
+    public subscript(_ i: Int) -> UInt64 {
+        withUnsafeBytes(of: v) { $0.load(fromByteOffset: min(max(i, 0), 11) * 8, as: UInt64.self) }
     }
 }

@@ -243,7 +243,7 @@ public struct Tracker {
                 if assure { table[id].status.insert(.assured) }
                 if dir == 1 { table[id].status.insert(.seenReply) }
                 applyMarks(id, tuple: tuple)
-                if kind != .related, table.extras[id]?.helper == "ftp" {
+                if kind != .related, table[id].options & ModelEntry.Options.extra != 0, table.extras[id]?.helper == "ftp" {
                     if ftp(p, frame: frame, id: id, dir: dir) == false {
                         return Verdict(kind: kind, entry: id, direction: dir, reason: .helperDrop)
                     }
@@ -474,6 +474,11 @@ public struct Tracker {
     }
 
     // MARK: output
+
+    /// How many entries a dump at `time` would show.
+    public func liveCount(at time: UInt64) -> Int {
+        table.ids.reduce(0) { $0 + (time < table[$1].expires ? 1 : 0) }
+    }
 
     /// The table as a dump at `time` would show it (expired entries hidden, timeouts rounded down).
     public func entries(at time: UInt64) -> [ConntrackEntry] {

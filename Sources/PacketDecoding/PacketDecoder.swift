@@ -350,16 +350,29 @@ struct Reader {
 public enum Checksum {
     /// One's-complement sum of 16-bit big-endian words (odd byte padded with zero), unfolded.
     public static func sum(_ b: UnsafeRawBufferPointer, initial: UInt64 = 0) -> UInt64 {
-        var s = initial
+#if _endian(little)
+        // Sum native (little-endian) 32-bit halves: the one's-complement sum does not depend
+        // on byte order except for a final swap, and 2^16 ≡ 1 (mod 2^16 − 1) lets wide words
+        // be folded at the end.
+        var acc: UInt64 = 0
         var i = 0
-        while i + 8 <= b.count {
-            let w = UInt64(bigEndian: b.loadUnaligned(fromByteOffset: i, as: UInt64.self))
-            s &+= (w >> 48) + ((w >> 32) & 0xffff) + ((w >> 16) & 0xffff) + (w & 0xffff)
+        let n = b.count
+        while i + 8 <= n {
+            let w = b.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            acc &+= (w & 0xffff_ffff) &+ (w >> 32)
             i += 8
         }
+        if i + 4 <= n { acc &+= UInt64(b.loadUnaligned(fromByteOffset: i, as: UInt32.self)); i += 4 }
+        if i + 2 <= n { acc &+= UInt64(b.loadUnaligned(fromByteOffset: i, as: UInt16.self)); i += 2 }
+        if i < n { acc &+= UInt64(b[i]) }
+        return UInt64(fold(acc).byteSwapped) &+ initial
+#else
+        var s = initial
+        var i = 0
         while i + 2 <= b.count { s &+= UInt64(b[i]) << 8 | UInt64(b[i + 1]); i += 2 }
         if i < b.count { s &+= UInt64(b[i]) << 8 }
         return s
+#endif
     }
 
     public static func fold(_ s: UInt64) -> UInt16 {

@@ -113,6 +113,7 @@ final class TrackSession {
     var captureDrops: CaptureStatistics?
     var skipped = 0
     var damaged: String?
+    var anonymousBeforeOutput: Int?
 
     init(command: Ctsync.Track, tracker: Tracker, timeline: PacketMatch?) {
         self.command = command
@@ -182,10 +183,11 @@ final class TrackSession {
             for s in sources {
                 var feeder = CaptureFeeder(tracker: tracker, linkType: s.linkType)
                 do {
-                    try s.forEach { f in
-                        frameNumber += 1
-                        feeder.feed(f.data, originalLength: f.originalLength, at: f.timestamp)
-                    }
+                        // A plain loop rather than forEach's closure: the feeder stays in place.
+                        while let f = try s.next() {
+                            frameNumber += 1
+                            feeder.feed(f.data, originalLength: f.originalLength, at: f.timestamp)
+                        }
                 } catch let e as CaptureError { damaged = "\(e)" }
                 absorb(feeder)
                 if damaged != nil { break }
@@ -218,6 +220,7 @@ final class TrackSession {
     }
 
     func print(at time: UInt64) {
+        anonymousBeforeOutput = TrackSession.anonymousMemory()
         if command.verdicts || timeline != nil {
             out.flush()
             summary(at: time)
@@ -253,7 +256,7 @@ final class TrackSession {
     func summary(at time: UInt64) {
         guard !command.quiet else { return }
         let s = tracker.statistics
-        let live = tracker.entries(at: time).count
+        let live = tracker.liveCount(at: time)
         var lines = ["ctsync track: \(s.packets) packets, \(s.created) connections seen, \(live) entries at \(CaptureSummary.seconds(time))"]
         let kinds = ["new", "established", "related", "invalid", "untracked"]
         lines.append("  verdicts: " + zip(kinds, s.byVerdict).map { "\($0) \($1)" }.joined(separator: ", "))
@@ -267,8 +270,22 @@ final class TrackSession {
         if s.nearTableLimit {
             lines.append("  uncertain: the table came within 5% of nf_conntrack_max; which entries the kernel early-drops is not predictable")
         }
+        if let anon = anonymousBeforeOutput {
+            let peak = max(s.peakEntries, 1)
+            lines.append("  memory: \(anon / 1_048_576) MiB anonymous (\(anon / peak) bytes per entry at the peak of \(s.peakEntries) entries; table storage \(tracker.table.storageBytes / 1_048_576) MiB)")
+        }
         if damaged != nil { lines.append("  uncertain: the capture is damaged; packets after the damage are missing") }
         printError(lines.joined(separator: "\n"))
+    }
+
+    /// RssAnon of this process (the mapped capture file is not the model's memory).
+    static func anonymousMemory() -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("RssAnon:") {
+            let kb = line.split(separator: " ").compactMap { Int($0) }.first
+            return kb.map { $0 * 1024 }
+        }
+        return nil
     }
 
     // MARK: live

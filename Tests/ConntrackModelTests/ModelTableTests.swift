@@ -69,4 +69,10 @@ final class ModelTableTests: XCTestCase {
             XCTAssertEqual(t.lookup(tuple.inverted(), zone: 0, now: 0)?.id, id)
         }
     }
+
+    /// An entry stays within three cache lines (the memory budget is 256 bytes per entry).
+    func testAnEntryFitsThreeCacheLines() {
+        XCTAssertLessThanOrEqual(ModelTable.slotBytes, 192)
+        XCTAssertTrue(_isPOD(ModelEntry.self), "entries hold no references")
+    }
 }
