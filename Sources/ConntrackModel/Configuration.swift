@@ -64,6 +64,8 @@ public struct ModelConfiguration: Sendable {
     public var sysctls: Sysctls
     public var zones: [Rule<UInt16>] = []
     public var marks: [Rule<UInt32>] = []
+    /// Label bits (0...127) set on the entry of a matching packet (`ct label set`).
+    public var labels: [Rule<Int>] = []
     /// Helper name by rule; the rule is checked against the first packet of a connection.
     public var helpers: [Rule<String>] = []
     /// The namespace has NAT chains: every new entry gets SRC_NAT_DONE|DST_NAT_DONE.

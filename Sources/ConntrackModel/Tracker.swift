@@ -137,7 +137,9 @@ public struct Tracker {
                 let sum = UInt16(frame[p.transportOffset + 6]) << 8 | UInt16(frame[p.transportOffset + 7])
                 if !(field == 0 || (field >= 8 && field <= l4len)) || sum == 0 { return Verdict(kind: .invalid, reason: .udpliteCoverage) }
             }
-            if checkChecksum, Checksum.verifyTransport(p, in: frame) == false, !Tracker.partialChecksum(p, frame) {
+            // A zero UDP checksum means "none" to conntrack, over IPv6 too (udp_error).
+            let zero = p.l4proto == 17 && frame[p.transportOffset + 6] == 0 && frame[p.transportOffset + 7] == 0
+            if checkChecksum, !zero, Checksum.verifyTransport(p, in: frame) == false, !Tracker.partialChecksum(p, frame) {
                 return Verdict(kind: .invalid, reason: .badChecksum)
             }
         case 6:
@@ -367,10 +369,19 @@ public struct Tracker {
     }
 
     @inline(__always) mutating func applyMarks(_ id: Int32, tuple: Tuple) {
-        guard !configuration.marks.isEmpty else { return }
-        for r in configuration.marks where r.match.matches(tuple) {
-            table[id].mark = r.value
-            return
+        if !configuration.marks.isEmpty {
+            for r in configuration.marks where r.match.matches(tuple) {
+                table[id].mark = r.value
+                break
+            }
+        }
+        if !configuration.labels.isEmpty {
+            for r in configuration.labels where r.match.matches(tuple) {
+                var l = table.extras[id]?.labels ?? Labels(low: 0, high: 0)
+                l.set(r.value)
+                table.extras[id, default: EntryExtra()].labels = l
+                table[id].options |= ModelEntry.Options.extra
+            }
         }
     }
 

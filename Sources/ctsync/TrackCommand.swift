@@ -37,6 +37,7 @@ extension Ctsync {
         @Option(name: .customLong("sysctl"), help: "NAME=VALUE, e.g. nf_conntrack_tcp_loose=0 (repeatable)") var sysctlOverrides: [String] = []
         @Option(name: .customLong("zone"), help: "ZONE[:MATCH]: packets matching get this zone (ct zone set in raw)") var zones: [String] = []
         @Option(name: .customLong("mark"), help: "MARK[:MATCH]: a packet matching sets its entry's mark (ct mark set)") var marks: [String] = []
+        @Option(name: .customLong("label"), help: "BIT[:MATCH]: a packet matching sets this label bit (0-127) on its entry (ct label set)") var labels: [String] = []
         @Option(name: .customLong("helper"), help: "NAME:PROTO/PORT, e.g. ftp:tcp/21 (ct helper set on new connections)") var helpers: [String] = []
         @Flag(help: "the host has NAT chains (new entries get SRC_NAT_DONE|DST_NAT_DONE)") var nat = false
         @Flag(help: "print the expectation table instead of the entries") var expect = false
@@ -81,6 +82,7 @@ extension Ctsync {
                 c.zones = try zones.map { try ModelConfiguration.rule($0) { UInt16($0) } }
                 c.marks = try marks.map { try ModelConfiguration.rule($0) { UInt32($0) ?? ($0.hasPrefix("0x") ? UInt32($0.dropFirst(2), radix: 16) : nil) } }
                 c.helpers = try helpers.map(ModelConfiguration.helperRule)
+                c.labels = try labels.map { try ModelConfiguration.rule($0) { Int($0).flatMap { (0..<128).contains($0) ? $0 : nil } } }
             } catch { throw Problem(description: "\(error)") }
             c.natHooks = nat
             return c

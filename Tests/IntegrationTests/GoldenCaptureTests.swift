@@ -7,17 +7,22 @@ final class GoldenCaptureTests: XCTestCase {
     static let dir = Lab.packageRoot.appendingPathComponent("Tests/IntegrationTests/Fixtures/captures")
 
     func check(_ capture: String, format: String) throws {
+        try check(capture, command: "capture inspect \(format == "text" ? "--frames" : "-o json")",
+                  golden: "\(capture).\(format == "json" ? "golden.json" : "golden.txt")")
+    }
+
+    func check(_ capture: String, command: String, golden name: String) throws {
         guard FileManager.default.isExecutableFile(atPath: Lab.ctsync) else { throw XCTSkip("ctsync not built") }
-        let r = Lab.run("cd \(Self.dir.path) && \(Lab.ctsync) capture inspect \(format == "text" ? "--frames" : "-o json") \(capture)")
+        let r = Lab.run("cd \(Self.dir.path) && \(Lab.ctsync) \(command) \(capture)")
         XCTAssertEqual(r.status, 0, r.stderr)
-        let golden = Self.dir.appendingPathComponent("\(capture).\(format == "json" ? "golden.json" : "golden.txt")")
+        let golden = Self.dir.appendingPathComponent(name)
         if ProcessInfo.processInfo.environment["RECORD_GOLDEN"] != nil {
             try r.stdout.write(to: golden, atomically: true, encoding: .utf8)
             XCTFail("recorded \(golden.lastPathComponent); run again without RECORD_GOLDEN")
             return
         }
         let expected = try String(contentsOf: golden, encoding: .utf8)
-        XCTAssertEqual(r.stdout, expected, "\(capture) -o \(format) (RECORD_GOLDEN=1 re-records)")
+        XCTAssertEqual(r.stdout, expected, "\(command) \(capture) (RECORD_GOLDEN=1 re-records)")
     }
 
     /// SLL2 in pcapng with nanosecond times: directions, interfaces, IPv4 and IPv6 fragments
@@ -39,5 +44,15 @@ final class GoldenCaptureTests: XCTestCase {
     func testMixedEthernetPcap() throws {
         try check("mixed.pcap", format: "text")
         try check("mixed.pcap", format: "json")
+    }
+
+    /// `ctsync track` on the same captures: the predicted table (built-in sysctls, so the host
+    /// does not matter) and the per-packet verdicts.
+    func testTrackTablesAndVerdicts() throws {
+        for capture in ["mixed.pcap", "cooked.pcapng"] {
+            try check(capture, command: "track -q --sysctls builtin --sysctl nf_conntrack_acct=1 -o extended",
+                      golden: "\(capture).track.golden.txt")
+            try check(capture, command: "track -q --sysctls builtin --verdicts", golden: "\(capture).verdicts.golden.txt")
+        }
     }
 }
