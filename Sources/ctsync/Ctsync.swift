@@ -19,6 +19,23 @@ struct Ctsync: ParsableCommand {
         }
     }()
 
+    /// Argument errors end in one line on stderr and exit status 2, like every other bad
+    /// input (not the parser's usage block and status 64); --help still prints in full.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            let code = exitCode(for: error)
+            if code == .validationFailure {
+                let first = message(for: error).split(separator: "\n").first.map(String.init) ?? "bad arguments"
+                printError("ctsync: " + first.replacingOccurrences(of: "Error: ", with: ""))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "ctsync",
         abstract: "See, trust and sync Linux connection-tracking state.",

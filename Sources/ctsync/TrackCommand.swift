@@ -48,14 +48,17 @@ extension Ctsync {
 
         struct Problem: Error, CustomStringConvertible { var description: String }
 
+        /// Bad arguments: one line, exit status 2 (not the parser's usage block).
         func validate() throws {
-            guard ["text", "extended", "json", "save"].contains(output) else {
-                throw ValidationError("-o takes text, extended, json or save, not \(output)")
+            func fail(_ message: String) throws -> Never {
+                printError("ctsync track: \(message)")
+                throw ExitCode(2)
             }
-            if interface == nil && files.isEmpty { throw ValidationError("give at least one capture file, or --interface") }
-            if interface != nil && !files.isEmpty { throw ValidationError("give files or --interface, not both") }
-            if let at, at != "end", at != "now", Double(at) == nil { throw ValidationError("--at takes end, now or a Unix time, not \(at)") }
-            if interface != nil, at == "end" { throw ValidationError("--at end needs capture files") }
+            if !["text", "extended", "json", "save"].contains(output) { try fail("-o takes text, extended, json or save, not \(output)") }
+            if interface == nil && files.isEmpty { try fail("give at least one capture file, or --interface") }
+            if interface != nil && !files.isEmpty { try fail("give files or --interface, not both") }
+            if let at, at != "end", at != "now", (Double(at) ?? -1) < 0 { try fail("--at takes end, now or a Unix time, not \(at)") }
+            if interface != nil, at == "end" { try fail("--at end needs capture files") }
         }
 
         func configuration() throws -> ModelConfiguration {
@@ -78,12 +81,13 @@ extension Ctsync {
                 do { try s.apply(o) } catch { throw Problem(description: "--sysctl: \(error)") }
             }
             var c = ModelConfiguration(sysctls: s)
-            do {
-                c.zones = try zones.map { try ModelConfiguration.rule($0) { UInt16($0) } }
-                c.marks = try marks.map { try ModelConfiguration.rule($0) { UInt32($0) ?? ($0.hasPrefix("0x") ? UInt32($0.dropFirst(2), radix: 16) : nil) } }
-                c.helpers = try helpers.map(ModelConfiguration.helperRule)
-                c.labels = try labels.map { try ModelConfiguration.rule($0) { Int($0).flatMap { (0..<128).contains($0) ? $0 : nil } } }
-            } catch { throw Problem(description: "\(error)") }
+            func parse<T>(_ option: String, _ body: () throws -> T) throws -> T {
+                do { return try body() } catch { throw Problem(description: "\(option): \(error)") }
+            }
+            c.zones = try parse("--zone") { try zones.map { try ModelConfiguration.rule($0) { UInt16($0) } } }
+            c.marks = try parse("--mark") { try marks.map { try ModelConfiguration.rule($0) { UInt32($0) ?? ($0.hasPrefix("0x") ? UInt32($0.dropFirst(2), radix: 16) : nil) } } }
+            c.helpers = try parse("--helper") { try helpers.map(ModelConfiguration.helperRule) }
+            c.labels = try parse("--label") { try labels.map { try ModelConfiguration.rule($0) { Int($0).flatMap { (0..<128).contains($0) ? $0 : nil } } } }
             c.natHooks = nat
             return c
         }
@@ -93,9 +97,11 @@ extension Ctsync {
             let timelineMatch: PacketMatch?
             do {
                 config = try configuration()
-                timelineMatch = try timeline.map { try PacketMatch(parsing: $0) }
+                timelineMatch = try timeline.map { t in
+                    do { return try PacketMatch(parsing: t) } catch { throw Problem(description: "--timeline: \(error)") }
+                }
             } catch {
-                printError("ctsync: \(error)")
+                printError("ctsync track: \(error)")
                 throw ExitCode(2)
             }
             let session = TrackSession(command: self, tracker: Tracker(configuration: config), timeline: timelineMatch)
@@ -164,13 +170,13 @@ final class TrackSession {
         var sources: [CaptureSource] = []
         for f in command.files {
             do { sources.append(try CaptureSource(file: f)) } catch let e as CaptureError {
-                printError("ctsync: \(e)")
+                printError("ctsync track: \(e)")
                 throw ExitCode(2)
             }
         }
         if command.merge {
             guard Set(sources.map(\.linkType)).count == 1 else {
-                printError("ctsync: --merge needs captures of one link type")
+                printError("ctsync track: --merge needs captures of one link type")
                 throw ExitCode(2)
             }
             var feeder = CaptureFeeder(tracker: tracker, linkType: sources[0].linkType)
@@ -198,7 +204,7 @@ final class TrackSession {
         let time = try moment(default: "end")
         print(at: time)
         if let damaged {
-            printError("ctsync: \(damaged)")
+            printError("ctsync track: \(damaged)")
             throw ExitCode(2)
         }
     }
@@ -216,7 +222,7 @@ final class TrackSession {
             clock_gettime(CLOCK_REALTIME, &ts)
             return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
         case let s:
-            guard let v = Double(s), v >= 0 else { throw ValidationError("--at: not a time: \(s)") }
+            guard let v = Double(s), v >= 0 else { throw Ctsync.Track.Problem(description: "--at: not a time: \(s)") }
             return UInt64(v * 1_000_000_000)
         }
     }
@@ -297,7 +303,7 @@ final class TrackSession {
         do {
             source = try CaptureSource(interface: interface, filter: command.filter, immediate: true)
         } catch let e as CaptureError {
-            printError("ctsync: \(e)")
+            printError("ctsync track: \(e)")
             throw ExitCode(2)
         }
         let flags = SignalFlags()
@@ -322,7 +328,7 @@ final class TrackSession {
                     feeder.feed(f.data, originalLength: f.originalLength, at: f.timestamp)
                 }
             } catch let e as CaptureError {
-                printError("ctsync: \(e)")
+                printError("ctsync track: \(e)")
                 throw ExitCode(2)
             }
             captureDrops = source.statistics()
