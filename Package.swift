@@ -4,6 +4,10 @@ import PackageDescription
 // Targets depend downwards only: ConntrackCore <- KernelConntrack <- ctsync.
 // C libraries are reached through system-library targets (pkg-config) and one
 // small shim with prefixed symbols for macros and constants Swift cannot import.
+/// The per-packet path crosses ConntrackCore, PacketDecoding and ConntrackModel (tuples,
+/// addresses, checksums); cross-module optimisation lets the compiler inline across them.
+let crossModule: [SwiftSetting] = [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
+
 let package = Package(
     name: "ctsync",
     platforms: [.macOS(.v13)],
@@ -19,10 +23,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
-        .target(name: "ConntrackCore"),
-        .target(name: "PacketDecoding", dependencies: ["ConntrackCore"]),
-        .target(name: "PacketCapture", dependencies: ["CPcap"]),
-        .target(name: "ConntrackModel", dependencies: ["ConntrackCore", "PacketDecoding"]),
+        .target(name: "ConntrackCore", swiftSettings: crossModule),
+        .target(name: "PacketDecoding", dependencies: ["ConntrackCore"], swiftSettings: crossModule),
+        .target(name: "PacketCapture", dependencies: ["CPcap"], swiftSettings: crossModule),
+        .target(name: "ConntrackModel", dependencies: ["ConntrackCore", "PacketDecoding"], swiftSettings: crossModule),
         .systemLibrary(
             name: "CNetfilterConntrack",
             pkgConfig: "libnetfilter_conntrack",
