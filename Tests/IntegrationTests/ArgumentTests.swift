@@ -42,3 +42,36 @@ final class ArgumentTests: XCTestCase {
         XCTAssertTrue(r.stdout.contains("ipv4     2 tcp      6 3599 ESTABLISHED src=192.0.2.1 dst=198.51.100.2 sport=1000 dport=80 src=198.51.100.2"), r.stdout)
     }
 }
+
+/// What `ctsync track` cannot know, it says: a capture that starts mid-connection.
+final class TrackSummaryTests: XCTestCase {
+    /// A classic pcap (LINKTYPE_RAW) of the given IPv4 packets, one per millisecond.
+    static func pcap(_ packets: [[UInt8]]) -> Data {
+        func le32(_ v: UInt32) -> [UInt8] { withUnsafeBytes(of: v.littleEndian, Array.init) }
+        var d = le32(0xa1b2c3d4) + [2, 0, 4, 0] + le32(0) + le32(0) + le32(65535) + le32(101)
+        for (i, p) in packets.enumerated() {
+            d += le32(1_700_000_000) + le32(UInt32(i * 1000)) + le32(UInt32(p.count)) + le32(UInt32(p.count)) + p
+        }
+        return Data(d)
+    }
+
+    /// IPv4 + TCP with the ACK flag, checksums left zero (the test turns checking off).
+    static func midStreamACK() -> [UInt8] {
+        let ip: [UInt8] = [0x45, 0, 0, 40, 0, 1, 0, 0, 64, 6, 0, 0, 198, 51, 100, 2, 203, 0, 113, 2]
+        let tcp: [UInt8] = [0x9c, 0x40, 0, 80, 0, 0, 0x10, 0, 0, 0, 0x20, 0, 0x50, 0x10, 0x01, 0xf5, 0, 0, 0, 0]
+        return ip + tcp
+    }
+
+    func testAConnectionOpenBeforeTheCaptureIsReportedAsUncertain() throws {
+        guard FileManager.default.isExecutableFile(atPath: Lab.ctsync) else { throw XCTSkip("ctsync not built") }
+        let file = NSTemporaryDirectory() + "midstream-\(getpid()).pcap"
+        try Self.pcap([Self.midStreamACK()]).write(to: URL(fileURLWithPath: file))
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let r = Lab.run("\(Lab.ctsync) track \(file) --sysctls builtin --sysctl nf_conntrack_checksum=0 -o extended")
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("ESTABLISHED src=198.51.100.2 dst=203.0.113.2 sport=40000 dport=80"), r.stdout)
+        XCTAssertTrue(r.stderr.contains("uncertain: 1 TCP connections were picked up mid-stream"), r.stderr)
+        let strict = Lab.run("\(Lab.ctsync) track \(file) --sysctls builtin --sysctl nf_conntrack_checksum=0 --sysctl nf_conntrack_tcp_loose=0 --verdicts -q")
+        XCTAssertTrue(strict.stdout.contains("INVALID reason=\"not a SYN and nf_conntrack_tcp_loose=0\""), strict.stdout)
+    }
+}
