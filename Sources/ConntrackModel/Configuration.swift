@@ -59,6 +59,15 @@ public struct Rule<Value: Sendable & Equatable>: Sendable, Equatable {
     public init(value: Value, match: PacketMatch = PacketMatch()) { self.value = value; self.match = match }
 }
 
+/// The kernel versions whose differing TCP rules the model knows (semantics 5.5f, 5.7).
+public enum KernelRules: String, Sendable, CaseIterable {
+    /// 6.17 and later (this machine: 6.18): an accepted RST always gives T[CLOSE].
+    case v6_18 = "6.18"
+    /// 6.12: an RST that keeps ESTABLISHED gives T[UNACK]; an RST answering a SYN we let
+    /// through must come from the other direction.
+    case v6_12 = "6.12"
+}
+
 /// What the model needs to know about the host besides its sysctls.
 public struct ModelConfiguration: Sendable {
     public var sysctls: Sysctls
@@ -70,6 +79,8 @@ public struct ModelConfiguration: Sendable {
     public var helpers: [Rule<String>] = []
     /// The namespace has NAT chains: every new entry gets SRC_NAT_DONE|DST_NAT_DONE.
     public var natHooks = false
+    /// Which kernel's rules to follow where versions differ (semantics [VERSION] notes).
+    public var kernel: KernelRules = .v6_18
     public init(sysctls: Sysctls = Sysctls()) { self.sysctls = sysctls }
 
     /// Helpers the model implements.

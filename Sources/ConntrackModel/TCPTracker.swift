@@ -201,8 +201,8 @@ public enum TCPTracker {
                 if c.lastIndex == .ack && c.lastDirection == dir && s.seq == c.lastEnd { break }
                 newState = oldState
             }
-            if ((status.contains(.seenReply) && c.lastIndex == .syn)
-                || (!status.contains(.assured) && c.lastIndex == .ack)) && s.ack == c.lastEnd {
+            let synThrough = status.contains(.seenReply) && c.lastIndex == .syn && (!t.kernel612 || c.lastDirection != dir)
+            if (synThrough || (!status.contains(.assured) && c.lastIndex == .ack)) && s.ack == c.lastEnd {
                 skipWindow = true
                 break
             }
@@ -231,8 +231,10 @@ public enum TCPTracker {
         let tNew = table[Int(newState.rawValue)]
         if c.retransmissions >= t.tcpMaxRetrans && tNew > table[Timeouts.retransIndex] {
             timeout = table[Timeouts.retransIndex]
-        } else if index == .rst {
+        } else if index == .rst && !t.kernel612 {
             timeout = table[Int(TCPState.close.rawValue)]
+        } else if index == .rst && newState == .established && tNew > table[Timeouts.unackIndex] {
+            timeout = table[Timeouts.unackIndex]      // 6.12
         } else if (c.original.flags | c.reply.flags) & TCPWindow.dataUnacknowledged != 0 && tNew > table[Timeouts.unackIndex] {
             timeout = table[Timeouts.unackIndex]
         } else if c.lastWindow == 0 && tNew > table[Timeouts.retransIndex] {

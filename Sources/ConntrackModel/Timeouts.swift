@@ -15,6 +15,8 @@ public struct Timeouts: Sendable {
     public var tcpMaxRetrans: UInt8
     public var accounting: Bool, timestamps: Bool, checksum: Bool
     public var maxEntries: Int
+    /// Rules of 6.12 instead of 6.18 where the semantics reference flags [VERSION].
+    public var kernel612 = false
 
     public static let retransIndex = 10, unackIndex = 11
     static let second: UInt64 = 1_000_000_000

@@ -65,7 +65,9 @@ public struct Tracker {
 
     public init(configuration: ModelConfiguration) {
         self.configuration = configuration
-        timeouts = Timeouts(configuration.sysctls)
+        var t = Timeouts(configuration.sysctls)
+        t.kernel612 = configuration.kernel == .v6_12
+        timeouts = t
     }
 
     // MARK: the pipeline

@@ -40,6 +40,7 @@ extension Ctsync {
         @Option(name: .customLong("label"), help: "BIT[:MATCH]: a packet matching sets this label bit (0-127) on its entry (ct label set)") var labels: [String] = []
         @Option(name: .customLong("helper"), help: "NAME:PROTO/PORT, e.g. ftp:tcp/21 (ct helper set on new connections)") var helpers: [String] = []
         @Flag(help: "the host has NAT chains (new entries get SRC_NAT_DONE|DST_NAT_DONE)") var nat = false
+        @Option(help: "whose TCP rules where kernels differ: 6.18 (and later, the default) or 6.12") var kernel = "6.18"
         @Flag(help: "print the expectation table instead of the entries") var expect = false
         @Flag(help: "print one line per packet: frame, time, tuple, verdict, TCP state, reason") var verdicts = false
         @Option(help: "MATCH (proto=,src=,dst=,sport=,dport=): print every packet of the entries whose original tuple matches, with the entry after it")
@@ -89,6 +90,10 @@ extension Ctsync {
             c.helpers = try parse("--helper") { try helpers.map(ModelConfiguration.helperRule) }
             c.labels = try parse("--label") { try labels.map { try ModelConfiguration.rule($0) { Int($0).flatMap { (0..<128).contains($0) ? $0 : nil } } } }
             c.natHooks = nat
+            guard let k = KernelRules(rawValue: kernel) else {
+                throw Problem(description: "--kernel takes \(KernelRules.allCases.map(\.rawValue).joined(separator: " or ")), not \(kernel)")
+            }
+            c.kernel = k
             return c
         }
 

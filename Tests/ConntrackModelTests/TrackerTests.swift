@@ -193,6 +193,16 @@ final class TrackerTests: XCTestCase {
         XCTAssertEqual(only?.timeout, 9, "6.18: index rst gives T[CLOSE]")
     }
 
+    func testOn612AnInexactRSTGivesTheUnacknowledgedTimeout() {
+        var c = ModelConfiguration(sysctls: Sysctls())
+        c.kernel = .v6_12
+        configure(c)
+        handshake()
+        feed(s2c(Wire.tcp(80, 40000, flags: 0x14, seq: 5100, ack: 1001)))
+        XCTAssertEqual(state, "ESTABLISHED")
+        XCTAssertEqual(only?.timeout, 299)
+    }
+
     func testOutOfWindowDataIsInvalidAndUncountedUnlessLiberal() {
         handshake()
         let far = c2s(Wire.tcp(40000, 80, flags: 0x18, seq: 1001 + 50_000_000, ack: 5001, window: 502, payload: [1, 2, 3]))
