@@ -26,7 +26,9 @@ public struct CaptureFeeder {
     struct Recent { var fingerprint: UInt64; var time: UInt64; var entry: Int32?; var created: Bool }
     var received: [Recent] = []
     var sent: [Recent] = []
-    static let window: UInt64 = 1_000_000_000
+    /// How long after its received copy a forwarded packet may leave: neighbour resolution
+    /// holds the first packets to a new next hop for up to 3 s (3 probes, 1 s apart).
+    static let window: UInt64 = 5_000_000_000
     static let keep = 256
 
     public private(set) var framesSkipped = 0

@@ -306,7 +306,10 @@ final class TrackSession {
     func live(_ interface: String) throws {
         let source: CaptureSource
         do {
-            source = try CaptureSource(interface: interface, filter: command.filter, immediate: true)
+            // Immediate mode gives one ring slot per snaplen: 64 KiB slots in a 64 MiB ring
+            // (the default 256 KiB snaplen and 2 MiB ring hold 8 packets and drop bursts).
+            source = try CaptureSource(interface: interface, filter: command.filter, snaplen: 65_535, immediate: true,
+                                       bufferSize: 64 << 20)
         } catch let e as CaptureError {
             printError("ctsync track: \(e)")
             throw ExitCode(2)

@@ -202,8 +202,10 @@ class Lab:
         iface = self.spec['capture']
         path = os.path.join(self.outdir, 'capture.pcap')
         self.tcpdump = subprocess.Popen(
+            # Immediate mode makes libpcap use one ring slot per snaplen: with 256 KiB slots
+            # a 2 MiB ring holds 8 packets and bursts are dropped. 64 KiB slots, 64 MiB ring.
             ['ip', 'netns', 'exec', self.ns('router'), 'tcpdump', '-n', '-U', '--immediate-mode', '-Z', 'root',
-             '-s', '262144', '-i', iface, '-w', path],
+             '-s', '65535', '-B', '65536', '-i', iface, '-w', path],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline, seen = time.time() + 10, b''
         while time.time() < deadline:
