@@ -108,6 +108,12 @@ public struct ModelTable {
     private var freeSlots: [Int32] = []
     private var slotCount = 0
     private var index: [UInt64]
+    /// A small direct-mapped cache of index slots for recently found tuples. Live flows are
+    /// few compared with the table and their entries sit together (allocated in time order),
+    /// but their index slots are scattered over the whole index; this keeps their slots
+    /// within a few hundred KiB. It holds copies of index values and is cleared on removal.
+    private let recent: UnsafeMutablePointer<UInt64>
+    static let recentCount = 1 << 16
     private var mask: Int
     private var used = 0
     public private(set) var count = 0
@@ -115,6 +121,8 @@ public struct ModelTable {
     private let seed: UInt64
 
     public init(seed: UInt64 = 0x9E37_79B9_7F4A_7C15) {
+        recent = UnsafeMutablePointer<UInt64>.allocate(capacity: ModelTable.recentCount)
+        recent.initialize(repeating: 0, count: ModelTable.recentCount)
         index = [UInt64](repeating: 0, count: 1024)
         mask = 1023
         self.seed = seed
@@ -122,6 +130,7 @@ public struct ModelTable {
 
     /// Frees the chunks. (A struct cannot deinit; the owner calls this when done.)
     public mutating func release() {
+        recent.initialize(repeating: 0, count: ModelTable.recentCount)
         for c in chunks { c.deallocate() }
         chunks = []
     }
@@ -196,28 +205,36 @@ public struct ModelTable {
     /// probe touches an entry only when the hashes agree.
     func find(_ t: Tuple, zone: UInt16) -> (Int32, Direction)? {
         let h = hash(t, zone: zone)
+        let r = recent + (Int(h) & (ModelTable.recentCount - 1))
+        if UInt32(truncatingIfNeeded: r.pointee >> 32) == h, let found = match(r.pointee, t, zone: zone) { return found }
         var i = Int(h) & mask
         return index.withUnsafeBufferPointer { idx in
             while true {
                 let v = idx[i]
                 if v == 0 { return nil }
-                if UInt32(truncatingIfNeeded: v >> 32) == h {
-                    let ref = UInt32(truncatingIfNeeded: v) - 1
-                    let id = Int32(ref >> 1)
-                    let e = pointer(id)
-                    if e.pointee.zone == zone {
-                        if ref & 1 == 0 {
-                            if ModelTable.same(e.pointee.original, t) { return (id, .original) }
-                            if e.pointee.options & ModelEntry.Options.translatedReply == 0,
-                               ModelTable.isInverse(e.pointee.original, t) { return (id, .reply) }
-                        } else if ModelTable.same(reply(id), t) {
-                            return (id, .reply)
-                        }
-                    }
+                if UInt32(truncatingIfNeeded: v >> 32) == h, let found = match(v, t, zone: zone) {
+                    r.pointee = v
+                    return found
                 }
                 i = (i + 1) & mask
             }
         }
+    }
+
+    /// Whether the entry an index value names holds tuple `t` in `zone`, and in which direction.
+    @inline(__always) func match(_ v: UInt64, _ t: Tuple, zone: UInt16) -> (Int32, Direction)? {
+        let ref = UInt32(truncatingIfNeeded: v) &- 1
+        let id = Int32(ref >> 1)
+        let e = pointer(id)
+        guard e.pointee.zone == zone else { return nil }
+        if ref & 1 == 0 {
+            if ModelTable.same(e.pointee.original, t) { return (id, .original) }
+            if e.pointee.options & ModelEntry.Options.translatedReply == 0,
+               ModelTable.isInverse(e.pointee.original, t) { return (id, .reply) }
+        } else if ModelTable.same(reply(id), t) {
+            return (id, .reply)
+        }
+        return nil
     }
 
     /// The live entry a tuple belongs to, and which direction it matched. An expired entry
@@ -286,6 +303,8 @@ public struct ModelTable {
     private mutating func unplace(_ ref: UInt32) {
         let h = hash(tupleOf(ref), zone: pointer(Int32(ref >> 1)).pointee.zone)
         let want = UInt64(h) << 32 | UInt64(ref + 1)
+        let r = recent + (Int(h) & (ModelTable.recentCount - 1))
+        if r.pointee == want { r.pointee = 0 }
         var i = Int(h) & mask
         while index[i] != want {
             if index[i] == 0 { return }

@@ -15,6 +15,8 @@ final class MappedPcap {
     let snaplen: UInt32
     let linkType: Int32
     var offset = 24
+    /// Pages before this offset have been given back (see `release`).
+    var released = 0
 
     /// nil when the file is not a classic pcap file (the caller falls back to libpcap).
     init?(path: String) {
@@ -67,6 +69,19 @@ final class MappedPcap {
         case damaged(String)
     }
 
+    /// Read pages are dropped from the process as the reader moves on (4 MiB at a time,
+    /// keeping the last MiB, which holds every frame still handed out), so a large capture
+    /// does not sit in the resident set; the file is still mapped and could be re-read.
+    static let releaseStep = 4 << 20
+
+    func release() {
+        let page = 4096
+        let end = (offset - (1 << 20)) / page * page
+        guard end > released else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + released), end - released, MADV_DONTNEED)
+        released = end
+    }
+
     /// The next record, the end of the file, or what is wrong with the next record.
     func next() -> Record {
         if offset == size { return .end }
@@ -84,6 +99,7 @@ final class MappedPcap {
         }
         let data = UnsafeRawBufferPointer(start: base + offset + 16, count: caplen)
         offset += 16 + caplen
+        if offset - released >= MappedPcap.releaseStep { release() }
         let ns = sec &* 1_000_000_000 &+ (nanoseconds ? frac : frac &* 1000)
         return .frame(timestamp: ns, data: data, originalLength: max(len, caplen))
     }
