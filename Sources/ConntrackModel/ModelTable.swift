@@ -19,9 +19,10 @@ public struct TCPWindow: Sendable, Equatable {
 /// The per-connection TCP (or SCTP) private state: state, both directions' windows and
 /// the "recorded packet" of 5.5.
 public struct TCPConnection: Sendable, Equatable {
-    public var state: TCPState = .none
+    // Declaration order is layout order: 60 bytes, so an entry keeps it in one cache line.
     public var original = TCPWindow()
     public var reply = TCPWindow()
+    public var state: TCPState = .none
     public var lastIndex: TCPRules.Index = .none
     public var lastDirection: UInt8 = 0
     public var retransmissions: UInt8 = 0
@@ -45,21 +46,28 @@ public struct TCPConnection: Sendable, Equatable {
 /// One modelled entry, kept compact (the model must hold a million of them in little
 /// memory): the original tuple, and the reply tuple only when NAT changed it.
 public struct ModelEntry: Sendable {
-    // Field order matters: what a lookup compares (tuple, zone, options) comes first, in
-    // the entry's first cache line (the table places entries on 64-byte boundaries).
+    // Declaration order is layout order. Line 0 (bytes 0-63) holds what a lookup reads
+    // (tuple, zone, expiry); line 1 what every packet updates (status, options, TCP state);
+    // line 2 the rest (mark, first packet time, counters), touched only when used.
     public var original: Tuple
     public var zone: UInt16
-    /// Bits of `Options`.
-    public var options: UInt8 = 0
     /// Absolute expiry, nanoseconds.
     public var expires: UInt64
-    public var status: Status
+    private var statusBits: UInt16
+    /// Bits of `Options`.
+    public var options: UInt8 = 0
+    public var tcp = TCPConnection()
     public var mark: UInt32 = 0
     /// When the first packet arrived (confirmation: the timestamp start, the UDP stream rule).
     public var firstSeen: UInt64
-    public var tcp = TCPConnection()
     public var packets: (UInt64, UInt64) = (0, 0)
     public var bytes: (UInt64, UInt64) = (0, 0)
+
+    /// The status bits (all the kernel defines fit in 16).
+    public var status: Status {
+        get { Status(rawValue: UInt32(statusBits)) }
+        set { statusBits = UInt16(truncatingIfNeeded: newValue.rawValue) }
+    }
 
     public struct Options {
         public static let accounting: UInt8 = 1, timestamp: UInt8 = 2, translatedReply: UInt8 = 4, extra: UInt8 = 8
@@ -70,7 +78,7 @@ public struct ModelEntry: Sendable {
         t.zone = nil
         self.original = t
         self.zone = zone
-        self.status = status
+        self.statusBits = UInt16(truncatingIfNeeded: status.rawValue)
         self.expires = expires
         self.firstSeen = firstSeen
     }

@@ -74,5 +74,9 @@ final class ModelTableTests: XCTestCase {
     func testAnEntryFitsThreeCacheLines() {
         XCTAssertLessThanOrEqual(ModelTable.slotBytes, 192)
         XCTAssertTrue(_isPOD(ModelEntry.self), "entries hold no references")
+        // What a lookup reads is in the first cache line, what each packet updates in the second.
+        XCTAssertLessThanOrEqual(MemoryLayout<ModelEntry>.offset(of: \.expires)! + 8, 64)
+        XCTAssertGreaterThanOrEqual(MemoryLayout<ModelEntry>.offset(of: \.tcp)!, 64)
+        XCTAssertLessThanOrEqual(MemoryLayout<ModelEntry>.offset(of: \.tcp)! + MemoryLayout<TCPConnection>.size, 128)
     }
 }
