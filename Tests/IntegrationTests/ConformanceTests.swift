@@ -109,7 +109,7 @@ enum Conformance {
               let kernelText = read("kernel.json"), let expectText = read("expect.json"), let argsText = read("args")
         else { return ["scenario left no at/kernel.json/expect.json/args in \(outdir)"] }
         let args = argsText.split(separator: "\n").map { q(String($0)) }.joined(separator: " ")
-        let model = "timeout 120 \(q(Lab.ctsync)) track \(q(outdir + "/capture.pcap")) --at \(q(at)) -o json \(args)"
+        let model = "timeout 120 \(q(Lab.ctsync)) track \(q(outdir + "/capture.pcap")) --sysctls builtin --at \(q(at)) -o json \(args)"
 
         var problems: [String] = []
         let entries = Lab.run(model)
