@@ -45,6 +45,7 @@ public enum InvalidReason: String, Sendable {
     case helperDrop = "dropped by the helper (partial command)"
     case greVersion = "GRE version 1 without PPTP"
     case noNextHeader = "IPv6 no next header"
+    case badIPChecksum = "bad IPv4 header checksum (dropped before conntrack)"
 }
 
 /// The TCP tracker (nf_conntrack_proto_tcp.c; semantics 5.1–5.9): the state table of

@@ -109,6 +109,8 @@ public struct Tracker {
             return Verdict(kind: .invalid, reason: .noTuple)
         }
         if p.family == .ipv6 && p.l4proto == 59 { return Verdict(kind: .invalid, reason: .noNextHeader) }
+        // ip_rcv drops a received IPv4 packet with a bad header checksum before netfilter.
+        if !local, p.ipChecksumValid == false { return Verdict(kind: .invalid, reason: .badIPChecksum) }
         let tuple = p.tuple
         let zone = configuration.zones.isEmpty ? 0 : self.zone(for: tuple)
         let checkChecksum = timeouts.checksum && !local

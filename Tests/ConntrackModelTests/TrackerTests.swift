@@ -313,6 +313,13 @@ final class TrackerTests: XCTestCase {
         XCTAssertEqual(feed(s2c(Wire.icmp(type: 3, code: 3, body: Array(request.prefix(28))), proto: 1)).reason, .icmpNoEntry)
     }
 
+    func testABadIPv4HeaderChecksumNeverReachesConntrack() {
+        var bytes = c2s(Wire.udp(5000, 53, [1]), proto: 17)
+        bytes[10] ^= 0xff
+        XCTAssertEqual(feed(bytes).reason, .badIPChecksum)
+        XCTAssertNil(only)
+    }
+
     func testNeighbourSolicitationIsUntracked() {
         let ns = Wire.ipv6("2001:db8:1::2", "ff02::1:ff00:1", proto: 58, Wire.icmp(type: 135) + [UInt8](repeating: 0, count: 16))
         XCTAssertEqual(feed(ns).kind, .untracked)
