@@ -61,7 +61,8 @@ let package = Package(
         .testTarget(name: "PacketDecodingTests", dependencies: ["PacketDecoding", "PacketCapture", "ConntrackCore"]),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["KernelConntrack", "ConntrackCore"]
+            dependencies: ["KernelConntrack", "ConntrackCore"],
+            exclude: ["Fixtures"]     // read by path at run time (captures, goldens, scenarios)
         ),
     ],
     swiftLanguageModes: [.v6]
