@@ -858,6 +858,25 @@ def _(lab):
              SCTPChunkInit(init_tag=0x11223344, a_rwnd=1000, n_out_streams=1, n_in_streams=1, init_tsn=1))
 
 
+@scenario('sctp_association', '6.5', 'INIT, INIT_ACK, COOKIE_ECHO, COOKIE_ACK, DATA and SACK -> ESTABLISHED + ASSURED with both vtags; a second association shut down (SHUTDOWN, SHUTDOWN_ACK, SHUTDOWN_COMPLETE) -> CLOSED')
+def _(lab):
+    ct, st = 0x0a0b0c0d, 0x01020304
+    for sport, shut in ((40304, False), (40305, True)):
+        lab.send('client', IP(src=C4, dst=S4) / SCTP(sport=sport, dport=40000, tag=0) /
+                 SCTPChunkInit(init_tag=ct, a_rwnd=1000, n_out_streams=1, n_in_streams=1, init_tsn=1))
+        lab.send('server', IP(src=S4, dst=C4) / SCTP(sport=40000, dport=sport, tag=ct) /
+                 SCTPChunkInitAck(init_tag=st, a_rwnd=1000, n_out_streams=1, n_in_streams=1, init_tsn=7))
+        lab.send('client', IP(src=C4, dst=S4) / SCTP(sport=sport, dport=40000, tag=st) / SCTPChunkCookieEcho(cookie=b'c' * 8))
+        lab.send('server', IP(src=S4, dst=C4) / SCTP(sport=40000, dport=sport, tag=ct) / SCTPChunkCookieAck())
+        lab.send('client', IP(src=C4, dst=S4) / SCTP(sport=sport, dport=40000, tag=st) /
+                 SCTPChunkData(tsn=1, stream_id=0, stream_seq=0, proto_id=0, data=b'hello'))
+        lab.send('server', IP(src=S4, dst=C4) / SCTP(sport=40000, dport=sport, tag=ct) / SCTPChunkSACK(cumul_tsn_ack=1, a_rwnd=1000))
+        if shut:
+            lab.send('client', IP(src=C4, dst=S4) / SCTP(sport=sport, dport=40000, tag=st) / SCTPChunkShutdown(cumul_tsn_ack=7))
+            lab.send('server', IP(src=S4, dst=C4) / SCTP(sport=40000, dport=sport, tag=ct) / SCTPChunkShutdownAck())
+            lab.send('client', IP(src=C4, dst=S4) / SCTP(sport=sport, dport=40000, tag=st) / SCTPChunkShutdownComplete())
+
+
 # ---------------------------------------------------------------------------
 # FTP helper
 
@@ -1110,5 +1129,7 @@ if __name__ == '__main__':
         logging.getLogger('scapy').setLevel(logging.ERROR)
         from scapy.all import (IP, IPv6, TCP, UDP, ICMP, Raw, GRE, fragment, fragment6,
                                ICMPv6EchoRequest, ICMPv6EchoReply, ICMPv6DestUnreach, IPv6ExtHdrFragment)
-        from scapy.layers.sctp import SCTP, SCTPChunkInit
+        from scapy.layers.sctp import (SCTP, SCTPChunkInit, SCTPChunkInitAck, SCTPChunkCookieEcho, SCTPChunkCookieAck,
+                                       SCTPChunkData, SCTPChunkSACK, SCTPChunkShutdown, SCTPChunkShutdownAck,
+                                       SCTPChunkShutdownComplete)
     sys.exit(main(sys.argv))
