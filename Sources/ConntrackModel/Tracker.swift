@@ -141,10 +141,16 @@ public struct Tracker {
                 let sum = UInt16(frame[p.transportOffset + 6]) << 8 | UInt16(frame[p.transportOffset + 7])
                 if !(field == 0 || (field >= 8 && field <= l4len)) || sum == 0 { return Verdict(kind: .invalid, reason: .udpliteCoverage) }
             }
-            // A zero UDP checksum means "none" to conntrack, over IPv6 too (udp_error).
-            let zero = p.l4proto == 17 && frame[p.transportOffset + 6] == 0 && frame[p.transportOffset + 7] == 0
-            if checkChecksum, !zero, Checksum.verifyTransport(p, in: frame) == false, !Tracker.partialChecksum(p, frame) {
-                return Verdict(kind: .invalid, reason: .badChecksum)
+            if p.l4proto == 136 {
+                if checkChecksum, !Tracker.udpliteChecksumValid(p, frame, coverage: field == 0 ? l4len : field) {
+                    return Verdict(kind: .invalid, reason: .badChecksum)
+                }
+            } else {
+                // A zero UDP checksum means "none" to conntrack, over IPv6 too (udp_error).
+                let zero = frame[p.transportOffset + 6] == 0 && frame[p.transportOffset + 7] == 0
+                if checkChecksum, !zero, Checksum.verifyTransport(p, in: frame) == false, !Tracker.partialChecksum(p, frame) {
+                    return Verdict(kind: .invalid, reason: .badChecksum)
+                }
             }
         case 6:
             guard let h = p.tcp else { return Verdict(kind: .invalid, reason: .noTuple) }
@@ -184,6 +190,21 @@ public struct Tracker {
         var s = Checksum.sum(UnsafeRawBufferPointer(rebasing: frame[a..<b]))
         s &+= UInt64(p.l4proto) + UInt64(l4Length)
         return field == Checksum.fold(s)
+    }
+
+    /// UDP-Lite as conntrack checks it (udplite_error → nf_checksum_partial): the covered
+    /// bytes only, with protocol 17 (UDP), not 136, in the pseudo-header, so a datagram
+    /// checksummed as RFC 3828 says is invalid to conntrack (verified on 6.18).
+    static func udpliteChecksumValid(_ p: DecodedPacket, _ frame: UnsafeRawBufferPointer, coverage: Int) -> Bool {
+        let l4Length = p.networkOffset + p.networkLength - p.transportOffset
+        guard coverage <= l4Length, p.transportOffset + coverage <= frame.count else { return false }
+        let a = p.networkOffset + (p.family == .ipv4 ? 12 : 8)
+        let b = p.networkOffset + (p.family == .ipv4 ? 20 : 40)
+        guard b <= frame.count else { return false }
+        var s = Checksum.sum(UnsafeRawBufferPointer(rebasing: frame[a..<b]))
+        s &+= 17 + UInt64(l4Length)
+        let covered = UnsafeRawBufferPointer(rebasing: frame[p.transportOffset..<(p.transportOffset + coverage)])
+        return Checksum.fold(Checksum.sum(covered, initial: s)) == 0xffff
     }
 
     /// ICMP/ICMPv6 errors (2.4): RELATED to the entry the quoted packet belongs to, or invalid.

@@ -99,7 +99,7 @@ table inet ctguard {
     udp sport 40000-40999 drop
     tcp dport 21 drop
     tcp sport 21 drop
-    meta l4proto { 47, 50, 132, 253 } drop
+    meta l4proto { 47, 50, 132, 136, 253 } drop
     %s
   }
 }
@@ -875,6 +875,30 @@ def _(lab):
             lab.send('client', IP(src=C4, dst=S4) / SCTP(sport=sport, dport=40000, tag=st) / SCTPChunkShutdown(cumul_tsn_ack=7))
             lab.send('server', IP(src=S4, dst=C4) / SCTP(sport=40000, dport=sport, tag=ct) / SCTPChunkShutdownAck())
             lab.send('client', IP(src=C4, dst=S4) / SCTP(sport=sport, dport=40000, tag=st) / SCTPChunkShutdownComplete())
+
+
+def udplite(src, dst, sport, dport, data, coverage=8, checksum=True, pseudo_proto=17):
+    """A UDP-Lite datagram over IPv4: length field = checksum coverage. Conntrack checks the
+    checksum over the covered bytes with protocol 17 (UDP) in the pseudo-header, not 136 as
+    RFC 3828 says: only such datagrams become entries (pseudo_proto=136 ones are invalid)."""
+    from scapy.utils import checksum as inet_checksum
+    import socket as s_, struct as st_
+    head = st_.pack('!HHHH', sport, dport, coverage, 0)
+    seg = head + data
+    pseudo = s_.inet_aton(src) + s_.inet_aton(dst) + st_.pack('!BBH', 0, pseudo_proto, len(seg))
+    ck = inet_checksum(pseudo + seg[:coverage]) if checksum else 0
+    ck = ck or (0xffff if checksum else 0)
+    seg = head[:6] + st_.pack('!H', ck) + data
+    return IP(src=src, dst=dst, proto=136) / Raw(seg)
+
+
+@scenario('udplite', '6.1', 'UDP-Lite request, reply, request (no 2-second rule) -> ASSURED, 120 s; a zero checksum and an RFC 3828 checksum (protocol 136 in the pseudo-header) are invalid and create nothing')
+def _(lab):
+    lab.send('client', udplite(C4, S4, 40306, 40000, b'q' * 12))
+    lab.send('server', udplite(S4, C4, 40000, 40306, b'r' * 12))
+    lab.send('client', udplite(C4, S4, 40306, 40000, b'q' * 12))
+    lab.send('client', udplite(C4, S4, 40307, 40000, b'z' * 12, checksum=False))
+    lab.send('client', udplite(C4, S4, 40308, 40000, b'z' * 12, pseudo_proto=136))
 
 
 # ---------------------------------------------------------------------------
