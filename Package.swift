@@ -27,6 +27,7 @@ let package = Package(
         .target(name: "PacketDecoding", dependencies: ["ConntrackCore"], swiftSettings: crossModule),
         .target(name: "PacketCapture", dependencies: ["CPcap"], swiftSettings: crossModule),
         .target(name: "ConntrackModel", dependencies: ["ConntrackCore", "PacketDecoding"], swiftSettings: crossModule),
+        .target(name: "Reconcile", dependencies: ["ConntrackCore"]),
         .systemLibrary(
             name: "CNetfilterConntrack",
             pkgConfig: "libnetfilter_conntrack",
@@ -48,7 +49,7 @@ let package = Package(
         .executableTarget(
             name: "ctsync",
             dependencies: [
-                "ConntrackCore", "KernelConntrack", "PacketDecoding", "PacketCapture", "ConntrackModel",
+                "ConntrackCore", "KernelConntrack", "PacketDecoding", "PacketCapture", "ConntrackModel", "Reconcile",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -58,6 +59,7 @@ let package = Package(
         .testTarget(name: "ConntrackCoreTests", dependencies: ["ConntrackCore"]),
         .testTarget(name: "KernelConntrackTests", dependencies: ["KernelConntrack", "ConntrackCore"]),
         .testTarget(name: "ConntrackModelTests", dependencies: ["ConntrackModel", "ConntrackCore"]),
+        .testTarget(name: "ReconcileTests", dependencies: ["Reconcile", "ConntrackCore"]),
         .testTarget(name: "PacketDecodingTests", dependencies: ["PacketDecoding", "PacketCapture", "ConntrackCore"]),
         .testTarget(
             name: "IntegrationTests",

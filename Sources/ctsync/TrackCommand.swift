@@ -32,15 +32,7 @@ extension Ctsync {
         @Option(name: .shortAndLong, help: "text|extended|json|save") var output = "text"
         @Option(help: "when the table is shown: end (last packet, the default for files), now (wall clock), or a Unix time")
         var at: String?
-        @Option(help: "where sysctls come from: proc (this namespace), builtin, or a file of name=value lines")
-        var sysctls = "proc"
-        @Option(name: .customLong("sysctl"), help: "NAME=VALUE, e.g. nf_conntrack_tcp_loose=0 (repeatable)") var sysctlOverrides: [String] = []
-        @Option(name: .customLong("zone"), help: "ZONE[:MATCH]: packets matching get this zone (ct zone set in raw)") var zones: [String] = []
-        @Option(name: .customLong("mark"), help: "MARK[:MATCH]: a packet matching sets its entry's mark (ct mark set)") var marks: [String] = []
-        @Option(name: .customLong("label"), help: "BIT[:MATCH]: a packet matching sets this label bit (0-127) on its entry (ct label set)") var labels: [String] = []
-        @Option(name: .customLong("helper"), help: "NAME:PROTO/PORT, e.g. ftp:tcp/21 (ct helper set on new connections)") var helpers: [String] = []
-        @Flag(help: "the host has NAT chains (new entries get SRC_NAT_DONE|DST_NAT_DONE)") var nat = false
-        @Option(help: "whose TCP rules where kernels differ: 6.18 (and later, the default) or 6.12") var kernel = "6.18"
+        @OptionGroup var model: ModelOptions
         @Flag(help: "print the expectation table instead of the entries") var expect = false
         @Flag(help: "print one line per packet: frame, time, tuple, verdict, TCP state, reason") var verdicts = false
         @Option(help: "MATCH (proto=,src=,dst=,sport=,dport=): print every packet of the entries whose original tuple matches, with the entry after it")
@@ -62,46 +54,11 @@ extension Ctsync {
             if interface != nil, at == "end" { try fail("--at end needs capture files") }
         }
 
-        func configuration() throws -> ModelConfiguration {
-            var s: Sysctls
-            switch sysctls {
-            case "proc": s = Sysctls.read()
-            case "builtin": s = Sysctls()
-            default:
-                guard let text = try? String(contentsOfFile: sysctls, encoding: .utf8) else {
-                    throw Problem(description: "cannot read sysctl file \(sysctls)")
-                }
-                s = Sysctls()
-                for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-                    let l = line.trimmingCharacters(in: .whitespaces)
-                    if l.isEmpty || l.hasPrefix("#") { continue }
-                    do { try s.apply(l) } catch { throw Problem(description: "\(sysctls):\(n + 1): \(error)") }
-                }
-            }
-            for o in sysctlOverrides {
-                do { try s.apply(o) } catch { throw Problem(description: "--sysctl: \(error)") }
-            }
-            var c = ModelConfiguration(sysctls: s)
-            func parse<T>(_ option: String, _ body: () throws -> T) throws -> T {
-                do { return try body() } catch { throw Problem(description: "\(option): \(error)") }
-            }
-            c.zones = try parse("--zone") { try zones.map { try ModelConfiguration.rule($0) { UInt16($0) } } }
-            c.marks = try parse("--mark") { try marks.map { try ModelConfiguration.rule($0) { UInt32($0) ?? ($0.hasPrefix("0x") ? UInt32($0.dropFirst(2), radix: 16) : nil) } } }
-            c.helpers = try parse("--helper") { try helpers.map(ModelConfiguration.helperRule) }
-            c.labels = try parse("--label") { try labels.map { try ModelConfiguration.rule($0) { Int($0).flatMap { (0..<128).contains($0) ? $0 : nil } } } }
-            c.natHooks = nat
-            guard let k = KernelRules(rawValue: kernel) else {
-                throw Problem(description: "--kernel takes \(KernelRules.allCases.map(\.rawValue).joined(separator: " or ")), not \(kernel)")
-            }
-            c.kernel = k
-            return c
-        }
-
         func run() throws {
             let config: ModelConfiguration
             let timelineMatch: PacketMatch?
             do {
-                config = try configuration()
+                config = try model.configuration()
                 timelineMatch = try timeline.map { t in
                     do { return try PacketMatch(parsing: t) } catch { throw Problem(description: "--timeline: \(error)") }
                 }
@@ -116,13 +73,65 @@ extension Ctsync {
     }
 }
 
+
+/// The model's configuration options, shared by `track` and `diff`.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "where sysctls come from: proc (this namespace), builtin, or a file of name=value lines")
+    var sysctls = "proc"
+    @Option(name: .customLong("sysctl"), help: "NAME=VALUE, e.g. nf_conntrack_tcp_loose=0 (repeatable)") var sysctlOverrides: [String] = []
+    @Option(name: .customLong("zone"), help: "ZONE[:MATCH]: packets matching get this zone (ct zone set in raw)") var zones: [String] = []
+    @Option(name: .customLong("mark"), help: "MARK[:MATCH]: a packet matching sets its entry's mark (ct mark set)") var marks: [String] = []
+    @Option(name: .customLong("label"), help: "BIT[:MATCH]: a packet matching sets this label bit (0-127) on its entry (ct label set)") var labels: [String] = []
+    @Option(name: .customLong("helper"), help: "NAME:PROTO/PORT, e.g. ftp:tcp/21 (ct helper set on new connections)") var helpers: [String] = []
+    @Flag(help: "the host has NAT chains (new entries get SRC_NAT_DONE|DST_NAT_DONE)") var nat = false
+    @Option(help: "whose TCP rules where kernels differ: 6.18 (and later, the default) or 6.12") var kernel = "6.18"
+
+    struct Problem: Error, CustomStringConvertible { var description: String }
+
+    func configuration() throws -> ModelConfiguration {
+        var s: Sysctls
+        switch sysctls {
+        case "proc": s = Sysctls.read()
+        case "builtin": s = Sysctls()
+        default:
+        guard let text = try? String(contentsOfFile: sysctls, encoding: .utf8) else {
+            throw ModelOptions.Problem(description: "cannot read sysctl file \(sysctls)")
+        }
+        s = Sysctls()
+        for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let l = line.trimmingCharacters(in: .whitespaces)
+            if l.isEmpty || l.hasPrefix("#") { continue }
+            do { try s.apply(l) } catch { throw ModelOptions.Problem(description: "\(sysctls):\(n + 1): \(error)") }
+        }
+        }
+        for o in sysctlOverrides {
+        do { try s.apply(o) } catch { throw ModelOptions.Problem(description: "--sysctl: \(error)") }
+        }
+        var c = ModelConfiguration(sysctls: s)
+        func parse<T>(_ option: String, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch { throw ModelOptions.Problem(description: "\(option): \(error)") }
+        }
+        c.zones = try parse("--zone") { try zones.map { try ModelConfiguration.rule($0) { UInt16($0) } } }
+        c.marks = try parse("--mark") { try marks.map { try ModelConfiguration.rule($0) { UInt32($0) ?? ($0.hasPrefix("0x") ? UInt32($0.dropFirst(2), radix: 16) : nil) } } }
+        c.helpers = try parse("--helper") { try helpers.map(ModelConfiguration.helperRule) }
+        c.labels = try parse("--label") { try labels.map { try ModelConfiguration.rule($0) { Int($0).flatMap { (0..<128).contains($0) ? $0 : nil } } } }
+        c.natHooks = nat
+        guard let k = KernelRules(rawValue: kernel) else {
+        throw ModelOptions.Problem(description: "--kernel takes \(KernelRules.allCases.map(\.rawValue).joined(separator: " or ")), not \(kernel)")
+        }
+        c.kernel = k
+        return c
+    }
+
+}
+
 /// One `ctsync track` run: reads the captures into the tracker and prints.
 final class TrackSession {
     let command: Ctsync.Track
     var tracker: Tracker
     let out = OutputSink()
     let timeline: PacketMatch?
-    var frameNumber = 0
+    let frames = FrameCount()
     var captureDrops: CaptureStatistics?
     var skipped = 0
     var damaged: String?
@@ -139,7 +148,7 @@ final class TrackSession {
         let sink = out
         let match = timeline
         tracker.observer = { [unowned self] v, p, time, entry in
-            var line = "\(self.frameNumber) \(CaptureSummary.seconds(time)) \(TrackSession.tupleText(p.tuple)) \(v.kind.name)"
+            var line = "\(self.frames.value) \(CaptureSummary.seconds(time)) \(TrackSession.tupleText(p.tuple)) \(v.kind.name)"
             if let e = entry {
                 if let m = match, !m.matches(e.original) && !m.matches(e.original.inverted()) { return }
                 if e.original.l4proto == 6 { line += " \(e.tcp.state.text)" }
@@ -172,51 +181,14 @@ final class TrackSession {
 
     func files() throws {
         installObserver()
-        var sources: [CaptureSource] = []
-        for f in command.files {
-            do { sources.append(try CaptureSource(file: f)) } catch let e as CaptureError {
-                printError("ctsync track: \(e)")
-                throw ExitCode(2)
-            }
-        }
-        if command.merge {
-            guard Set(sources.map(\.linkType)).count == 1 else {
-                printError("ctsync track: --merge needs captures of one link type")
-                throw ExitCode(2)
-            }
-            var feeder = CaptureFeeder(tracker: tracker, linkType: sources[0].linkType)
-            do {
-                try MergedCapture(sources).forEach { _, f in
-                    frameNumber += 1
-                    feeder.feed(f.data, originalLength: f.originalLength, at: f.timestamp)
-                }
-            } catch let e as CaptureError { damaged = "\(e)" }
-            absorb(feeder)
-        } else {
-            for s in sources {
-                var feeder = CaptureFeeder(tracker: tracker, linkType: s.linkType)
-                do {
-                        // A plain loop rather than forEach's closure: the feeder stays in place.
-                        while let f = try s.next() {
-                            frameNumber += 1
-                            feeder.feed(f.data, originalLength: f.originalLength, at: f.timestamp)
-                        }
-                } catch let e as CaptureError { damaged = "\(e)" }
-                absorb(feeder)
-                if damaged != nil { break }
-            }
-        }
+        damaged = try CaptureReading.read(command.files, merge: command.merge, into: &tracker, frames: frames,
+                                          skipped: &skipped, program: "ctsync track")
         let time = try moment(default: "end")
         print(at: time)
         if let damaged {
             printError("ctsync track: \(damaged)")
             throw ExitCode(2)
         }
-    }
-
-    func absorb(_ feeder: CaptureFeeder) {
-        tracker = feeder.tracker
-        skipped += feeder.framesSkipped
     }
 
     func moment(default d: String) throws -> UInt64 {
@@ -332,7 +304,7 @@ final class TrackSession {
         while true {
             do {
                 try source.forEach { f in
-                    frameNumber += 1
+                    frames.value += 1
                     feeder.feed(f.data, originalLength: f.originalLength, at: f.timestamp)
                 }
             } catch let e as CaptureError {
@@ -364,5 +336,58 @@ final class SignalFlags: @unchecked Sendable {
         let r = (print, stop)
         print = false
         return r
+    }
+}
+
+/// The number of the frame being read: shared with observers that print it, so it is a
+/// reference rather than an inout counter (an observer reads it while frames are read).
+final class FrameCount {
+    @exclusivity(unchecked) var value = 0
+}
+
+/// Reads capture files into a tracker, in turn or merged by timestamp (`track`, `diff`).
+enum CaptureReading {
+    /// Returns what is wrong with a cut-off or damaged file (everything before it was read);
+    /// a file that cannot be opened is a one-line error and exit status 2.
+    static func read(_ files: [String], merge: Bool, into tracker: inout Tracker, frames: FrameCount,
+                     skipped: inout Int, program: String) throws -> String? {
+        var sources: [CaptureSource] = []
+        for f in files {
+            do { sources.append(try CaptureSource(file: f)) } catch let e as CaptureError {
+                printError("\(program): \(e)")
+                throw ExitCode(2)
+            }
+        }
+        var damaged: String?
+        if merge {
+            guard Set(sources.map(\.linkType)).count == 1 else {
+                printError("\(program): --merge needs captures of one link type")
+                throw ExitCode(2)
+            }
+            var feeder = CaptureFeeder(tracker: tracker, linkType: sources[0].linkType)
+            do {
+                try MergedCapture(sources).forEach { _, f in
+                    frames.value += 1
+                    feeder.feed(f.data, originalLength: f.originalLength, at: f.timestamp)
+                }
+            } catch let e as CaptureError { damaged = "\(e)" }
+            tracker = feeder.tracker
+            skipped += feeder.framesSkipped
+            return damaged
+        }
+        for s in sources {
+            var feeder = CaptureFeeder(tracker: tracker, linkType: s.linkType)
+            do {
+                // A plain loop rather than forEach's closure: the feeder stays in place.
+                while let f = try s.next() {
+                    frames.value += 1
+                    feeder.feed(f.data, originalLength: f.originalLength, at: f.timestamp)
+                }
+            } catch let e as CaptureError { damaged = "\(e)" }
+            tracker = feeder.tracker
+            skipped += feeder.framesSkipped
+            if damaged != nil { break }
+        }
+        return damaged
     }
 }

@@ -55,9 +55,14 @@ final class TrackSummaryTests: XCTestCase {
         return Data(d)
     }
 
-    /// IPv4 + TCP with the ACK flag, checksums left zero (the test turns checking off).
+    /// IPv4 + TCP with the ACK flag: a correct IP header checksum (the IP layer drops bad
+    /// ones before conntrack), the TCP checksum left zero (the test turns checking off).
     static func midStreamACK() -> [UInt8] {
-        let ip: [UInt8] = [0x45, 0, 0, 40, 0, 1, 0, 0, 64, 6, 0, 0, 198, 51, 100, 2, 203, 0, 113, 2]
+        var ip: [UInt8] = [0x45, 0, 0, 40, 0, 1, 0, 0, 64, 6, 0, 0, 198, 51, 100, 2, 203, 0, 113, 2]
+        var sum = stride(from: 0, to: 20, by: 2).reduce(UInt32(0)) { $0 + (UInt32(ip[$1]) << 8 | UInt32(ip[$1 + 1])) }
+        while sum >> 16 != 0 { sum = (sum & 0xffff) + (sum >> 16) }
+        ip[10] = UInt8((~sum >> 8) & 0xff)
+        ip[11] = UInt8(~sum & 0xff)
         let tcp: [UInt8] = [0x9c, 0x40, 0, 80, 0, 0, 0x10, 0, 0, 0, 0x20, 0, 0x50, 0x10, 0x01, 0xf5, 0, 0, 0, 0]
         return ip + tcp
     }

@@ -1,0 +1,68 @@
+import ConntrackCore
+
+/// Probable causes of divergences (docs/divergences.md), from what each side is and what
+/// a model side saw. Specific causes first; a general one when nothing more is known.
+public enum Causes {
+    static func key(_ e: ConntrackEntry) -> Tuple {
+        var t = e.original
+        t.zone = nil
+        return t
+    }
+
+    /// An entry present on one side only.
+    public static func onlyIn(_ e: ConntrackEntry, present: SideContext, absent: SideContext) -> Cause {
+        switch (present.kind, absent.kind) {
+        case (.kernel, .model), (.snapshot, .model), (.peer, .model):
+            if absent.captureDropped {
+                return Cause("capture-dropped", "the capture dropped packets (libpcap counters), possibly this connection's")
+            }
+            return Cause("not-in-capture", "no packet of it was captured: the connection began before the capture, " +
+                         "took another path, or was created by a program over ctnetlink (conntrack -I, conntrackd)")
+        case (.model, _):
+            if let bad = present.invalidPackets[key(e)] {
+                return Cause("invalid-packet", "the model tracked it, but frame \(bad.frame) was invalid to the model (\(bad.reason)); " +
+                             "the kernel may have dropped or judged it otherwise")
+            }
+            return Cause("gone-from-kernel", "gone from the kernel: deleted by a program (conntrack -D/-F), early drop near " +
+                         "nf_conntrack_max, an expiry the model did not see, or its first packet was dropped by a rule before confirmation")
+        case (.snapshot, .kernel):
+            return Cause("gone-since-snapshot", "in the snapshot but not in the kernel: expired or deleted since the snapshot was taken")
+        case (.kernel, .snapshot):
+            return Cause("new-since-snapshot", "in the kernel but not in the snapshot: created since the snapshot was taken")
+        default:
+            return Cause("one-side", "present on \(present.name) only")
+        }
+    }
+
+    /// A matched pair whose fields differ.
+    public static func changed(_ classes: [DivergenceClass], _ a: ConntrackEntry, _ b: ConntrackEntry,
+                               _ ca: SideContext, _ cb: SideContext) -> Cause {
+        let model = ca.kind == .model ? (ca, a) : (cb.kind == .model ? (cb, b) : nil)
+        let first = classes.first ?? .status
+        if let (m, e) = model {
+            if let bad = m.invalidPackets[key(e)], [.tcpState, .counters, .timeout, .status].contains(first) {
+                return Cause("invalid-packet", "frame \(bad.frame) was invalid to the model (\(bad.reason)); the kernel judged it otherwise " +
+                             "or the capture missed a packet before it")
+            }
+            if m.pickedUp.contains(key(e)), [.tcpState, .status, .counters, .timeout].contains(first) {
+                return Cause("picked-up-mid-stream", "the model picked this connection up mid-stream (its first packets are not in the capture)")
+            }
+            if m.captureDropped, [.tcpState, .status, .counters].contains(first) {
+                return Cause("capture-dropped", "the capture dropped packets (libpcap counters), possibly this connection's")
+            }
+        }
+        switch first {
+        case .zone: return Cause("zone-config", "the zone differs: a zone template (ct zone set, CT --zone) one side does not know (give the model --zone)")
+        case .reply: return Cause("nat", "the reply tuple differs: NAT chose another translation (a random port after a clash, or a NAT rule one side does not know: give the model --nat and a -i any capture)")
+        case .tcpState: return Cause("tcp-state", "the TCP state differs: a packet one side did not see or judged otherwise")
+        case .status: return Cause("status", "status bits differ: ASSURED/SEEN_REPLY follow packets one side did not see, or a program set bits")
+        case .mark: return Cause("mark", "the mark differs: set by a rule (ct mark set) or a program (conntrack -U -m) one side does not know (give the model --mark)")
+        case .labels: return Cause("labels", "labels differ: set by a rule (ct label set) or a program one side does not know (give the model --label)")
+        case .helper: return Cause("helper-config", "the helper differs: a ct helper rule one side does not know (give the model --helper)")
+        case .master: return Cause("expectation", "the master differs: the connection was or was not expected (a helper's expectation)")
+        case .counters: return Cause("counters", "counters differ: packets one side did not see (capture drops, another path), or counters were zeroed (conntrack -L -z)")
+        case .timeout: return Cause("timeout", "the timeout differs beyond the tolerance: timeout sysctls differ between the sides, or a packet refreshed one side only")
+        case .onlyInA, .onlyInB: return Cause("one-side", "present on one side only")
+        }
+    }
+}

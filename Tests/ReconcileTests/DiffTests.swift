@@ -1,0 +1,106 @@
+import ConntrackCore
+import Reconcile
+import XCTest
+
+final class DiffTests: XCTestCase {
+    func entry(_ sport: UInt16, proto: UInt8 = 6, zone: UInt16? = nil, mark: UInt32 = 0, state: TCPState = .established,
+               status: Status = [.confirmed, .seenReply, .assured], timeout: UInt32 = 431_999) -> ConntrackEntry {
+        let o = Tuple(source: IPAddress("198.51.100.2")!, destination: IPAddress("203.0.113.2")!, l4proto: proto,
+                      sourcePort: sport, destinationPort: 80)
+        var e = ConntrackEntry(original: o, reply: o.inverted())
+        e.zone = zone
+        e.mark = mark
+        e.status = status
+        e.timeout = timeout
+        if proto == 6 { e.protoInfo = .tcp(TCPInfo(state: state.rawValue)) }
+        return e
+    }
+
+    let kernel = SideContext(kind: .kernel, name: "kernel")
+    let model = SideContext(kind: .model, name: "model")
+
+    func testEqualTablesHaveNoDivergenceWhateverTheOrder() {
+        let a = [entry(1), entry(2), entry(3)]
+        let r = Differ.diff(a, a.reversed())
+        XCTAssertTrue(r.divergences.isEmpty)
+        XCTAssertEqual(r.matched, 3)
+    }
+
+    func testAnEntryOnOneSideIsNamedWithTheSide() {
+        let r = Differ.diff([entry(1), entry(2)], [entry(1)], contextA: model, contextB: kernel)
+        XCTAssertEqual(r.divergences.map(\.classes), [[.onlyInA]])
+        XCTAssertEqual(r.divergences.first?.cause.code, "gone-from-kernel")
+        let back = Differ.diff([entry(1)], [entry(1), entry(2)], contextA: model, contextB: kernel)
+        XCTAssertEqual(back.divergences.first?.classes, [.onlyInB])
+        XCTAssertEqual(back.divergences.first?.cause.code, "not-in-capture")
+    }
+
+    func testEachFieldIsItsOwnClass() {
+        var nat = entry(1)
+        nat.reply.destination = IPAddress("192.0.2.1")!
+        var labelled = entry(1)
+        labelled.labels = Labels(bits: [3])
+        var helped = entry(1)
+        helped.helper = "ftp"
+        var counted = entry(1), counted2 = entry(1)
+        counted.countersOriginal = Counters(packets: 1, bytes: 60); counted.countersReply = Counters(packets: 0, bytes: 0)
+        counted2.countersOriginal = Counters(packets: 2, bytes: 120); counted2.countersReply = Counters(packets: 0, bytes: 0)
+        let cases: [(ConntrackEntry, ConntrackEntry, DivergenceClass)] = [
+            (entry(1), entry(1, state: .finWait), .tcpState),
+            (entry(1), entry(1, status: [.confirmed, .seenReply]), .status),
+            (entry(1), entry(1, mark: 7), .mark),
+            (entry(1), entry(1, zone: 5), .zone),
+            (entry(1), nat, .reply),
+            (entry(1), labelled, .labels),
+            (entry(1), helped, .helper),
+            (counted, counted2, .counters),
+            (entry(1), entry(1, timeout: 300), .timeout),
+        ]
+        for (x, y, k) in cases {
+            let r = Differ.diff([x], [y])
+            XCTAssertEqual(r.divergences.count, 1, "\(k)")
+            XCTAssertEqual(r.divergences.first?.classes.first, k)
+            XCTAssertEqual(r.matched, 1, "\(k): a field difference is still one matched pair")
+        }
+    }
+
+    func testTimeoutsWithinTheToleranceAreEqual() {
+        XCTAssertTrue(Differ.diff([entry(1, timeout: 100)], [entry(1, timeout: 102)]).divergences.isEmpty)
+        XCTAssertEqual(Differ.diff([entry(1, timeout: 100)], [entry(1, timeout: 103)]).divergences.first?.classes, [.timeout])
+    }
+
+    func testIgnoredClassesAreLeftOut() {
+        let r = Differ.diff([entry(1)], [entry(1, mark: 7)], options: DiffOptions(ignore: [.mark]))
+        XCTAssertTrue(r.divergences.isEmpty)
+    }
+
+    func testAModelPacketJudgedInvalidIsNamedByFrame() {
+        var m = model
+        m.invalidPackets[entry(1).original] = (frame: 42, reason: "SEQ over upper bound")
+        let r = Differ.diff([entry(1, state: .established)], [entry(1, state: .close)], contextA: m, contextB: kernel)
+        XCTAssertEqual(r.divergences.first?.cause.code, "invalid-packet")
+        XCTAssertTrue(r.divergences.first?.cause.text.contains("frame 42") == true)
+    }
+
+    func testNATIsMatchedByTheReplyTupleWhenTheOriginalDiffers() {
+        // Same connection, but one side saw it before DNAT changed its original destination.
+        var x = entry(1), y = entry(1)
+        y.original.destination = IPAddress("203.0.113.9")!
+        x.reply = y.reply
+        let r = Differ.diff([x], [y])
+        XCTAssertEqual(r.matched, 1)
+        XCTAssertFalse(r.divergences.contains { $0.classes == [.onlyInA] || $0.classes == [.onlyInB] })
+    }
+
+    func testSummaryAndJSONNameEveryClass() {
+        let r = Differ.diff([entry(1), entry(2, mark: 1)], [entry(2), entry(3)], contextA: model, contextB: kernel)
+        XCTAssertEqual(r.byClass.map(\.0), [.onlyInA, .onlyInB, .mark])
+        let json = DiffFormat.json(r, a: model, b: kernel)
+        XCTAssertTrue(json.hasPrefix("{\"v\":1,\"kind\":\"summary\""))
+        XCTAssertEqual(json.split(separator: "\n").count, 4)
+        let text = DiffFormat.text(r, a: model, b: kernel, color: false)
+        XCTAssertTrue(text.contains("3 divergences"))
+        XCTAssertTrue(text.contains("cause: "))
+        XCTAssertFalse(text.contains("\u{1b}["), "no colour unless asked")
+    }
+}
