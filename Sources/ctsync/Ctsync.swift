@@ -46,7 +46,7 @@ struct Ctsync: ParsableCommand {
         Writes are refused in the host's own network namespace unless --host-table is given.
         """,
         subcommands: [Dump.self, Get.self, Create.self, Update.self, Delete.self, Flush.self,
-                      Count.self, Stats.self, Events.self, Conntrack.self, Show.self, Capture.self, Track.self, Diff.self]
+                      Count.self, Stats.self, Events.self, Conntrack.self, Show.self, Capture.self, Track.self, Diff.self, Snapshot.self]
     )
 }
 
@@ -184,6 +184,8 @@ extension Ctsync {
             }
             var entries: [ConntrackEntry] = []
             for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where !line.isEmpty {
+                // A `snapshot save` header line is not an entry.
+                if n == 0, SnapshotHeader(line: line) != nil { continue }
                 do { entries.append(try ConntrackJSON.decode(line: line).0) } catch {
                     printError("ctsync show: \(file):\(n + 1): \(error)")
                     throw ExitCode(2)

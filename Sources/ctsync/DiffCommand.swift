@@ -86,6 +86,7 @@ extension Ctsync {
                 for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where !line.isEmpty {
                     // Snapshot files may carry expectations and gap lines: entries only here.
                     if line.contains("\"kind\":\"expectation\"") || line.contains("\"gap\":true") { continue }
+                    if n == 0, SnapshotHeader(line: line) != nil { continue }
                     do { entries.append(try ConntrackJSON.decode(line: line).0) } catch {
                         printError("ctsync diff: \(file):\(n + 1): \(error)")
                         throw ExitCode(2)
