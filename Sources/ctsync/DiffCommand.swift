@@ -50,8 +50,8 @@ extension Ctsync {
 
         func run() throws {
             let specs = pcap.isEmpty ? sides : ["model:" + pcap.joined(separator: ","), "kernel"]
-            let (a, ca) = try load(specs[0])
-            let (b, cb) = try load(specs[1])
+            let (a, ca) = try TableSides.load(specs[0], model: model, program: "ctsync diff")
+            let (b, cb) = try TableSides.load(specs[1], model: model, program: "ctsync diff")
             var options = DiffOptions(tolerance: tolerance)
             options.ignore = Set((ignore ?? "").split(separator: ",").compactMap { DivergenceClass(rawValue: String($0)) })
             // Counters only mean something when both sides have them.
@@ -61,64 +61,6 @@ extension Ctsync {
                 : DiffFormat.text(report, a: ca, b: cb, color: isatty(1) != 0)
             FileHandle.standardOutput.write(Data(text.utf8))
             throw ExitCode(report.divergences.isEmpty ? 0 : 1)
-        }
-
-        /// One side's entries and what is known about it.
-        func load(_ spec: String) throws -> ([ConntrackEntry], SideContext) {
-            if spec == "kernel" {
-                var entries: [ConntrackEntry] = []
-                do {
-                    let table = try ConntrackTable()
-                    _ = try table.dump { entries.append($0) }
-                } catch {
-                    printError("ctsync diff: kernel: \(error)")
-                    throw ExitCode(2)
-                }
-                return (entries, SideContext(kind: .kernel, name: "kernel"))
-            }
-            if spec.hasPrefix("snapshot:") {
-                let file = String(spec.dropFirst("snapshot:".count))
-                guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
-                    printError("ctsync diff: cannot read \(file) as UTF-8 text")
-                    throw ExitCode(2)
-                }
-                var entries: [ConntrackEntry] = []
-                for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where !line.isEmpty {
-                    // Snapshot files may carry expectations and gap lines: entries only here.
-                    if line.contains("\"kind\":\"expectation\"") || line.contains("\"gap\":true") { continue }
-                    if n == 0, SnapshotHeader(line: line) != nil { continue }
-                    do { entries.append(try ConntrackJSON.decode(line: line).0) } catch {
-                        printError("ctsync diff: \(file):\(n + 1): \(error)")
-                        throw ExitCode(2)
-                    }
-                }
-                return (entries, SideContext(kind: .snapshot, name: file))
-            }
-            let files = spec.dropFirst("model:".count).split(separator: ",").map(String.init)
-            let config: ModelConfiguration
-            do { config = try model.configuration() } catch {
-                printError("ctsync diff: \(error)")
-                throw ExitCode(2)
-            }
-            var tracker = Tracker(configuration: config)
-            let seen = ModelObservations()
-            tracker.observer = { v, p, _, entry in seen.note(v, p, entry) }
-            var skipped = 0
-            let frames = FrameCount()
-            seen.frames = frames
-            let damaged = try CaptureReading.read(files, merge: false, into: &tracker, frames: frames, skipped: &skipped,
-                                                  program: "ctsync diff")
-            if let damaged {
-                printError("ctsync diff: \(damaged)")
-                throw ExitCode(2)
-            }
-            var ts = timespec()
-            clock_gettime(CLOCK_REALTIME, &ts)
-            let now = UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-            var context = SideContext(kind: .model, name: "model of " + files.joined(separator: ","))
-            context.pickedUp = seen.pickedUp
-            context.invalidPackets = seen.invalid
-            return (tracker.entries(at: max(now, tracker.now)), context)
         }
     }
 }
@@ -137,5 +79,66 @@ final class ModelObservations {
         t.zone = nil
         // The packet may travel in either direction of its connection.
         for key in [t, t.inverted()] where invalid[key] == nil { invalid[key] = (frames.value, reason.rawValue) }
+    }
+}
+
+/// The tables `diff` and `sync` compare: kernel, snapshot file, or the model of captures.
+enum TableSides {
+    /// One side's entries and what is known about it.
+    static func load(_ spec: String, model: ModelOptions, program: String) throws -> ([ConntrackEntry], SideContext) {
+        if spec == "kernel" {
+            var entries: [ConntrackEntry] = []
+            do {
+                let table = try ConntrackTable()
+                _ = try table.dump { entries.append($0) }
+            } catch {
+                printError("\(program): kernel: \(error)")
+                throw ExitCode(2)
+            }
+            return (entries, SideContext(kind: .kernel, name: "kernel"))
+        }
+        if spec.hasPrefix("snapshot:") {
+            let file = String(spec.dropFirst("snapshot:".count))
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                printError("\(program): cannot read \(file) as UTF-8 text")
+                throw ExitCode(2)
+            }
+            var entries: [ConntrackEntry] = []
+            for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where !line.isEmpty {
+                // Snapshot files may carry expectations and gap lines: entries only here.
+                if line.contains("\"kind\":\"expectation\"") || line.contains("\"gap\":true") { continue }
+                if n == 0, SnapshotHeader(line: line) != nil { continue }
+                do { entries.append(try ConntrackJSON.decode(line: line).0) } catch {
+                    printError("\(program): \(file):\(n + 1): \(error)")
+                    throw ExitCode(2)
+                }
+            }
+            return (entries, SideContext(kind: .snapshot, name: file))
+        }
+        let files = spec.dropFirst("model:".count).split(separator: ",").map(String.init)
+        let config: ModelConfiguration
+        do { config = try model.configuration() } catch {
+            printError("\(program): \(error)")
+            throw ExitCode(2)
+        }
+        var tracker = Tracker(configuration: config)
+        let seen = ModelObservations()
+        tracker.observer = { v, p, _, entry in seen.note(v, p, entry) }
+        var skipped = 0
+        let frames = FrameCount()
+        seen.frames = frames
+        let damaged = try CaptureReading.read(files, merge: false, into: &tracker, frames: frames, skipped: &skipped,
+                                              program: "ctsync diff")
+        if let damaged {
+            printError("\(program): \(damaged)")
+            throw ExitCode(2)
+        }
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        let now = UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+        var context = SideContext(kind: .model, name: "model of " + files.joined(separator: ","))
+        context.pickedUp = seen.pickedUp
+        context.invalidPackets = seen.invalid
+        return (tracker.entries(at: max(now, tracker.now)), context)
     }
 }

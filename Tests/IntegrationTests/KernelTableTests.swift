@@ -151,6 +151,34 @@ final class KernelTableTests: XCTestCase {
         XCTAssertEqual(ns.ctsync("count").stdout.trimmingCharacters(in: .whitespacesAndNewlines), "0")
     }
 
+    /// `sync snapshot:FILE --apply` repairs a missing entry, a stale one, a changed mark and a
+    /// changed NAT binding; `diff` then finds nothing.
+    func testSyncApplyEndsWithAnEmptyDiff() throws {
+        let ns = try namespace(nat: true)
+        XCTAssertEqual(ns.ctsync("create -p tcp -s 192.0.2.1 -d 198.51.100.2 --sport 1000 --dport 80 --state ESTABLISHED -t 300 -u ASSURED,SEEN_REPLY -m 7").status, 0)
+        XCTAssertEqual(ns.ctsync("create -p udp -s 192.0.2.1 -d 198.51.100.3 --sport 5 --dport 53 -t 60").status, 0)
+        XCTAssertEqual(ns.ctsync("create -p udp -s 192.0.2.8 -d 198.51.100.8 --sport 9 --dport 10 -t 70 -n 203.0.113.9:4000").status, 0)
+        let file = "/tmp/ctsync-sync-\(ns.name).jsonl"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        XCTAssertEqual(ns.ctsync("snapshot save \(file)").status, 0)
+        XCTAssertEqual(ns.ctsync("delete -p udp -s 192.0.2.1").status, 0)
+        XCTAssertEqual(ns.ctsync("update -p tcp -m 9").status, 0)
+        XCTAssertEqual(ns.ctsync("delete -p udp -s 192.0.2.8").status, 0)
+        XCTAssertEqual(ns.ctsync("create -p udp -s 192.0.2.8 -d 198.51.100.8 --sport 9 --dport 10 -t 70 -n 203.0.113.10:4001").status, 0)
+        XCTAssertEqual(ns.ctsync("create -p udp -s 192.0.2.9 -d 198.51.100.9 --sport 6 --dport 53 -t 60").status, 0)
+
+        let dry = ns.ctsync("sync snapshot:\(file)")
+        XCTAssertEqual(dry.status, 1, "a plan, nothing written")
+        XCTAssertEqual(dry.stdout.split(separator: "\n").filter { $0.hasPrefix("create") || $0.hasPrefix("delete") || $0.hasPrefix("update") || $0.hasPrefix("recreate") }.count, 4, dry.stdout)
+        XCTAssertEqual(ns.ctsync("diff snapshot:\(file) kernel").status, 1)
+
+        let applied = ns.ctsync("sync snapshot:\(file) --apply")
+        XCTAssertEqual(applied.status, 0, applied.stdout + applied.stderr)
+        XCTAssertFalse(applied.stderr.contains("write "), "no write failed: \(applied.stderr)")
+        let after = ns.ctsync("diff snapshot:\(file) kernel")
+        XCTAssertEqual(after.status, 0, after.stdout)
+    }
+
     func testEventsAreSeenForCreateUpdateDelete() throws {
         let ns = try namespace()
         let out = "/tmp/ctsync-events-\(ns.name).jsonl"

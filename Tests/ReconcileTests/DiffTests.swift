@@ -104,3 +104,48 @@ final class DiffTests: XCTestCase {
         XCTAssertFalse(text.contains("\u{1b}["), "no colour unless asked")
     }
 }
+
+final class SyncPlanTests: XCTestCase {
+    func entry(_ sport: UInt16, mark: UInt32 = 0, status: Status = [.confirmed, .seenReply, .assured]) -> ConntrackEntry {
+        let o = Tuple(source: IPAddress("192.0.2.1")!, destination: IPAddress("198.51.100.2")!, l4proto: 17,
+                      sourcePort: sport, destinationPort: 53)
+        var e = ConntrackEntry(original: o, reply: o.inverted())
+        e.mark = mark
+        e.status = status
+        e.timeout = 60
+        return e
+    }
+
+    func plan(_ source: [ConntrackEntry], _ target: [ConntrackEntry], _ scopes: Set<SyncScope> = Set(SyncScope.allCases)) -> [SyncAction] {
+        SyncPlanner.plan(Differ.diff(source, target), scopes: scopes)
+    }
+
+    func testMissingStaleAndChangedBecomeCreateDeleteUpdate() {
+        let p = plan([entry(1), entry(2, mark: 7)], [entry(2), entry(3)])
+        XCTAssertEqual(p.map(\.verb).sorted(), ["create", "delete", "update"])
+        guard case .update(let u, let classes)? = p.first(where: { $0.verb == "update" }) else { return XCTFail() }
+        XCTAssertEqual(classes, [.mark])
+        XCTAssertEqual(u.mark, 7)
+        XCTAssertNil(u.timeout, "only what differs is written")
+        XCTAssertNil(u.labels)
+    }
+
+    func testOnlyLimitsThePlan() {
+        XCTAssertEqual(plan([entry(1)], [entry(3)], [.missing]).map(\.verb), ["create"])
+        XCTAssertEqual(plan([entry(1)], [entry(3)], [.stale]).map(\.verb), ["delete"])
+    }
+
+    func testWhatCtnetlinkCannotDoIsListedWithTheReason() {
+        var expected = entry(4)
+        expected.status = [.confirmed, .expected]
+        XCTAssertEqual(plan([expected], []).map(\.verb), ["cannot"])
+        // A status bit set on the target and not in the source cannot be cleared.
+        let p = plan([entry(5, status: [.confirmed])], [entry(5, status: [.confirmed, .seenReply])])
+        guard case .cannot(_, _, let why)? = p.first(where: { $0.verb == "cannot" }) else { return XCTFail("\(p)") }
+        XCTAssertTrue(why.contains("cannot be cleared"))
+        // NAT (the reply tuple) can only be set by creating the entry again.
+        var nat = entry(6)
+        nat.reply.destination = IPAddress("203.0.113.9")!
+        XCTAssertEqual(plan([nat], [entry(6)]).map(\.verb), ["recreate"])
+    }
+}
