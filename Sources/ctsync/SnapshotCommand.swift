@@ -116,7 +116,7 @@ extension Ctsync.Snapshot {
             var entries: [ConntrackEntry] = []
             for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where !line.isEmpty {
                 if n == 0, let h = SnapshotHeader(line: line) { header = h; continue }
-                if line.contains("\"kind\":\"expectation\"") { continue }
+                if line.utf8.starts(with: #"{"v":1,"kind":"expectation""#.utf8) { continue }
                 do { entries.append(try ConntrackJSON.decode(line: line).0) } catch {
                     printError("ctsync snapshot load: \(file):\(n + 1): \(error)")
                     throw ExitCode(2)
