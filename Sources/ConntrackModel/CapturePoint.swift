@@ -1,6 +1,26 @@
 import ConntrackCore
 import PacketDecoding
 
+/// What a feeder did with frames other than tracking them once.
+public struct FeedCounts: Sendable, Equatable {
+    /// Frames not decoded, by reason (ARP and other non-IP frames included).
+    public var skipped: [SkipReason: Int] = [:]
+    /// Cooked-capture frames for another host (they never reach IP).
+    public var otherHost = 0
+    /// Outgoing copies of forwarded packets (not tracked again; NAT learnt from them).
+    public var forwardedCopies = 0
+    /// Received loopback echoes of locally sent packets (tracked once, when sent).
+    public var loopbackCopies = 0
+    public init() {}
+
+    public mutating func add(_ o: FeedCounts) {
+        skipped.merge(o.skipped, uniquingKeysWith: +)
+        otherHost += o.otherHost
+        forwardedCopies += o.forwardedCopies
+        loopbackCopies += o.loopbackCopies
+    }
+}
+
 /// Feeds frames of one capture to a `Tracker` the way the captured host's conntrack saw
 /// them (kernel-conntrack-semantics.md sections 9 and 10; docs/capture-points.md):
 ///
@@ -31,10 +51,7 @@ public struct CaptureFeeder {
     static let window: UInt64 = 5_000_000_000
     static let keep = 256
 
-    public private(set) var framesSkipped = 0
-    public private(set) var forwardedCopies = 0
-    public private(set) var loopbackCopies = 0
-    public private(set) var skipReasons: [SkipReason: Int] = [:]
+    public private(set) var counts = FeedCounts()
 
     public init(tracker: Tracker, linkType: Int32) {
         self.tracker = tracker
@@ -45,12 +62,11 @@ public struct CaptureFeeder {
     /// Feeds one captured frame.
     public mutating func feed(_ frame: UnsafeRawBufferPointer, originalLength: Int, at time: UInt64) {
         if let skip = decoder.decode(frame, originalLength: originalLength, into: &packet) {
-            if skip != .notIP { skipReasons[skip, default: 0] += 1 }
-            framesSkipped += 1
+            counts.skipped[skip, default: 0] += 1
             return
         }
         let type = cooked ? packet.link.packetType.flatMap(SLLPacketType.init(rawValue:)) : nil
-        if type == .otherHost { framesSkipped += 1; return }
+        if type == .otherHost { counts.otherHost += 1; return }
         let outgoing = type == .outgoing
         if packet.fragment != nil {
             let outcome = (outgoing ? defragOut : defragIn).add(packet, frame: frame, at: time)
@@ -59,7 +75,7 @@ public struct CaptureFeeder {
                 var p = DecodedPacket()
                 guard PacketDecoder(linkType: LinkType.raw.rawValue).decode(buf, into: &p) == nil else { return }
                 p.link = packet.link
-                handle(p, buf, time: time, outgoing: outgoing)
+                if cooked { handle(p, buf, time: time, outgoing: outgoing) } else { tracker.process(p, frame: buf, at: time) }
             }
             return
         }
@@ -71,16 +87,13 @@ public struct CaptureFeeder {
         handle(p, frame, time: time, outgoing: outgoing)
     }
 
+    /// A Linux cooked frame (or its reassembled datagram): the capture-point rules.
     mutating func handle(_ p: DecodedPacket, _ frame: UnsafeRawBufferPointer, time: UInt64, outgoing: Bool) {
-        guard cooked else {
-            tracker.process(p, frame: frame, at: time)
-            return
-        }
         let fp = CaptureFeeder.fingerprint(p, frame)
         if outgoing {
             if let i = received.lastIndex(where: { $0.fingerprint == fp && time &- $0.time <= CaptureFeeder.window }) {
                 let r = received.remove(at: i)
-                forwardedCopies += 1
+                counts.forwardedCopies += 1
                 if r.created, let id = r.entry { tracker.learnTranslation(entry: id, translated: p.tuple) }
                 return
             }
@@ -89,7 +102,7 @@ public struct CaptureFeeder {
         } else {
             if let i = sent.lastIndex(where: { $0.fingerprint == fp && time &- $0.time <= CaptureFeeder.window }) {
                 sent.remove(at: i)
-                loopbackCopies += 1
+                counts.loopbackCopies += 1
                 return
             }
             let before = tracker.statistics.created

@@ -378,17 +378,6 @@ public struct ModelTable {
         return out
     }
 
-    /// Removes every entry whose time ran out by `now`; returns how many.
-    @discardableResult
-    public mutating func expire(now: UInt64) -> [Int32] {
-        var gone: [Int32] = []
-        for id in ids where now >= pointer(id).pointee.expires {
-            remove(id)
-            gone.append(id)
-        }
-        return gone
-    }
-
     /// Examines `budget` slots from `cursor` on and removes the expired ones, like the
     /// kernel's garbage collector: bounded work, so memory follows the live table.
     public mutating func collect(now: UInt64, cursor: inout Int, budget: Int) -> [Int32] {

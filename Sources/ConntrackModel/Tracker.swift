@@ -244,7 +244,7 @@ public struct Tracker {
             let status = table[id].status
             let kind: VerdictKind = dir == 1 || status.contains(.seenReply) ? .established
                 : (status.contains(.expected) ? .related : .new)
-            let result = l4(p, frame: frame, id: id, dir: dir, isNew: false)
+            let result = l4(p, frame: frame, id: id, dir: dir)
             switch result {
             case .invalid(let why):
                 return Verdict(kind: .invalid, reason: why)
@@ -286,8 +286,7 @@ public struct Tracker {
         let v6 = p.family == .ipv6
         switch p.l4proto {
         case 1, 58:
-            let ok = v6 ? [128, 139].contains(p.icmpType) : [8, 13, 15, 17].contains(p.icmpType)
-            guard ok else { return Verdict(kind: .invalid, reason: .icmpType) }
+            guard ICMPTracker.createsEntry(type: p.icmpType, v6: v6) else { return Verdict(kind: .invalid, reason: .icmpType) }
         default: break
         }
         if table.count >= timeouts.maxEntries {
@@ -411,7 +410,7 @@ public struct Tracker {
     }
 
     /// The protocol tracker for a packet of an existing entry.
-    mutating func l4(_ p: DecodedPacket, frame: UnsafeRawBufferPointer, id: Int32, dir: UInt8, isNew: Bool) -> L4Result {
+    mutating func l4(_ p: DecodedPacket, frame: UnsafeRawBufferPointer, id: Int32, dir: UInt8) -> L4Result {
         let status = table[id].status
         switch p.l4proto {
         case 6:
@@ -423,20 +422,13 @@ public struct Tracker {
             if let lower { table[id].expires = now + lower }
             return r
         case 17, 136:
-            let lite = p.l4proto == 136
-            guard status.contains(.seenReply) else { return .accept(timeout: timeouts.udp, assure: false) }
-            if lite || now > table[id].firstSeen &+ 2_000_000_000 {
-                return .accept(timeout: timeouts.udpStream, assure: !status.contains(.natClash))
-            }
-            return .accept(timeout: timeouts.udp, assure: false)
-        case 1:
+            return UDPTracker.decide(seenReplyBefore: status.contains(.seenReply), firstPacketAt: table[id].firstSeen,
+                                     now: now, lite: p.l4proto == 136, clash: status.contains(.natClash), timeouts)
+        case 1, 58:
             // An entry only ever matches request/reply types; the first packet's type decides (6.2).
-            return .accept(timeout: timeouts.icmp, assure: false)
-        case 58:
-            return .accept(timeout: timeouts.icmpv6, assure: false)
+            return ICMPTracker.decide(v6: p.l4proto == 58, timeouts)
         case 47:
-            return status.contains(.seenReply) ? .accept(timeout: timeouts.greStream, assure: true)
-                : .accept(timeout: timeouts.gre, assure: false)
+            return GRETracker.decide(seenReplyBefore: status.contains(.seenReply), timeouts)
         case 132:
             var c = table.extras[id]?.sctp ?? SCTPConnection()
             guard let (st, assure, refresh) = SCTPRules.packet(transportBytes(p, frame), dir: dir, conn: &c, isNew: false) else {
@@ -445,7 +437,7 @@ public struct Tracker {
             table.extras[id, default: EntryExtra()].sctp = c
             return .accept(timeout: refresh ? timeouts.sctp[Int(st.rawValue)] : nil, assure: assure)
         default:
-            return .accept(timeout: timeouts.generic, assure: false)
+            return GenericTracker.decide(timeouts)
         }
     }
 

@@ -124,10 +124,10 @@ enum TableSides {
         var tracker = Tracker(configuration: config)
         let seen = ModelObservations()
         tracker.observer = { v, p, _, entry in seen.note(v, p, entry) }
-        var skipped = 0
+        var counts = FeedCounts()
         let frames = FrameCount()
         seen.frames = frames
-        let damaged = try CaptureReading.read(files, merge: false, into: &tracker, frames: frames, skipped: &skipped,
+        let damaged = try CaptureReading.read(files, merge: false, into: &tracker, frames: frames, counts: &counts,
                                               program: "ctsync diff")
         if let damaged {
             printError("\(program): \(damaged)")

@@ -133,7 +133,7 @@ final class TrackSession {
     let timeline: PacketMatch?
     let frames = FrameCount()
     var captureDrops: CaptureStatistics?
-    var skipped = 0
+    var counts = FeedCounts()
     var damaged: String?
     var anonymousBeforeOutput: Int?
 
@@ -182,7 +182,7 @@ final class TrackSession {
     func files() throws {
         installObserver()
         damaged = try CaptureReading.read(command.files, merge: command.merge, into: &tracker, frames: frames,
-                                          skipped: &skipped, program: "ctsync track")
+                                          counts: &counts, program: "ctsync track")
         let time = try moment(default: "end")
         print(at: time)
         if let damaged {
@@ -246,6 +246,14 @@ final class TrackSession {
         let kinds = ["new", "established", "related", "invalid", "untracked"]
         lines.append("  verdicts: " + zip(kinds, s.byVerdict).map { "\($0) \($1)" }.joined(separator: ", "))
         for (r, n) in s.invalidReasons.sorted(by: { $0.value > $1.value }) { lines.append("  invalid: \(n) \(r.rawValue)") }
+        let notIP = counts.skipped[.notIP] ?? 0
+        let unreadable = counts.skipped.filter { $0.key != .notIP }.sorted { $0.value > $1.value }
+        if notIP + counts.otherHost > 0 { lines.append("  not tracked: \(notIP) non-IP frames, \(counts.otherHost) frames for other hosts") }
+        for (r, n) in unreadable { lines.append("  not tracked: \(n) \(r.rawValue)") }
+        if counts.forwardedCopies + counts.loopbackCopies > 0 {
+            lines.append("  capture points: \(counts.forwardedCopies) forwarded copies (NAT learnt for \(s.natLearnt) entries), \(counts.loopbackCopies) loopback echoes")
+        }
+        if s.expectationsCreated > 0 { lines.append("  expectations: \(s.expectationsCreated) created by helpers") }
         if s.pickedUp > 0 {
             lines.append("  uncertain: \(s.pickedUp) TCP connections were picked up mid-stream (they began before the capture, or their first packets were not captured)")
         }
@@ -315,6 +323,7 @@ final class TrackSession {
             let (p, stop) = flags.take()
             if p || stop {
                 tracker = feeder.tracker
+                counts = feeder.counts
                 print(at: try moment(default: "now"))
                 feeder.tracker = tracker
             }
@@ -350,7 +359,7 @@ enum CaptureReading {
     /// Returns what is wrong with a cut-off or damaged file (everything before it was read);
     /// a file that cannot be opened is a one-line error and exit status 2.
     static func read(_ files: [String], merge: Bool, into tracker: inout Tracker, frames: FrameCount,
-                     skipped: inout Int, program: String) throws -> String? {
+                     counts: inout FeedCounts, program: String) throws -> String? {
         var sources: [CaptureSource] = []
         for f in files {
             do { sources.append(try CaptureSource(file: f)) } catch let e as CaptureError {
@@ -372,7 +381,7 @@ enum CaptureReading {
                 }
             } catch let e as CaptureError { damaged = "\(e)" }
             tracker = feeder.tracker
-            skipped += feeder.framesSkipped
+            counts.add(feeder.counts)
             return damaged
         }
         for s in sources {
@@ -385,7 +394,7 @@ enum CaptureReading {
                 }
             } catch let e as CaptureError { damaged = "\(e)" }
             tracker = feeder.tracker
-            skipped += feeder.framesSkipped
+            counts.add(feeder.counts)
             if damaged != nil { break }
         }
         return damaged

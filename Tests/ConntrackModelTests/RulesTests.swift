@@ -67,33 +67,34 @@ final class TCPRulesTests: XCTestCase {
 }
 
 final class SimpleTrackerTests: XCTestCase {
-    let s = Sysctls()
+    let t = Timeouts(Sysctls())
+    let s: UInt64 = 1_000_000_000
     let t0: UInt64 = 1_000_000_000_000
 
     func testUDPTwoSecondRule() {
         // One-way or the first reply: 30 s, not assured.
-        XCTAssertEqual(UDPTracker.decide(seenReplyBefore: false, firstPacketAt: t0, now: t0 + 5_000_000_000, lite: false, s),
-                       TrackerDecision(timeout: 30))
+        XCTAssertEqual(UDPTracker.decide(seenReplyBefore: false, firstPacketAt: t0, now: t0 + 5_000_000_000, lite: false, t),
+                       .accept(timeout: 30 * s, assure: false))
         // A packet after the reply but within 2 s of the first: still 30 s.
-        XCTAssertEqual(UDPTracker.decide(seenReplyBefore: true, firstPacketAt: t0, now: t0 + 2_000_000_000, lite: false, s),
-                       TrackerDecision(timeout: 30))
+        XCTAssertEqual(UDPTracker.decide(seenReplyBefore: true, firstPacketAt: t0, now: t0 + 2_000_000_000, lite: false, t),
+                       .accept(timeout: 30 * s, assure: false))
         // Later than 2 s (strictly): 120 s and ASSURED.
-        XCTAssertEqual(UDPTracker.decide(seenReplyBefore: true, firstPacketAt: t0, now: t0 + 2_000_000_001, lite: false, s),
-                       TrackerDecision(timeout: 120, assure: true))
+        XCTAssertEqual(UDPTracker.decide(seenReplyBefore: true, firstPacketAt: t0, now: t0 + 2_000_000_001, lite: false, t),
+                       .accept(timeout: 120 * s, assure: true))
         // UDP-Lite has no 2-second rule.
-        XCTAssertEqual(UDPTracker.decide(seenReplyBefore: true, firstPacketAt: t0, now: t0, lite: true, s),
-                       TrackerDecision(timeout: 120, assure: true))
+        XCTAssertEqual(UDPTracker.decide(seenReplyBefore: true, firstPacketAt: t0, now: t0, lite: true, t),
+                       .accept(timeout: 120 * s, assure: true))
     }
 
     func testICMPGREAndGeneric() {
-        XCTAssertEqual(ICMPTracker.decide(v6: false, s), TrackerDecision(timeout: 30))
+        XCTAssertEqual(ICMPTracker.decide(v6: false, t), .accept(timeout: 30 * s, assure: false))
         XCTAssertTrue(ICMPTracker.createsEntry(type: 8, v6: false))
         XCTAssertFalse(ICMPTracker.createsEntry(type: 0, v6: false), "an echo reply is invalid as a first packet")
         XCTAssertTrue(ICMPTracker.createsEntry(type: 128, v6: true))
         XCTAssertFalse(ICMPTracker.createsEntry(type: 129, v6: true))
-        XCTAssertEqual(GRETracker.decide(seenReplyBefore: false, s), TrackerDecision(timeout: 30))
-        XCTAssertEqual(GRETracker.decide(seenReplyBefore: true, s), TrackerDecision(timeout: 180, assure: true))
-        XCTAssertEqual(GenericTracker.decide(s), TrackerDecision(timeout: 600))
+        XCTAssertEqual(GRETracker.decide(seenReplyBefore: false, t), .accept(timeout: 30 * s, assure: false))
+        XCTAssertEqual(GRETracker.decide(seenReplyBefore: true, t), .accept(timeout: 180 * s, assure: true))
+        XCTAssertEqual(GenericTracker.decide(t), .accept(timeout: 600 * s, assure: false))
     }
 
     func testSysctlAssignmentsAndFiles() throws {

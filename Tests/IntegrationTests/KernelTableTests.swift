@@ -97,12 +97,24 @@ final class KernelTableTests: XCTestCase {
         XCTAssertEqual(ns.ctsync("dump --any-nat").stdout.split(separator: "\n").count, 2)
     }
 
-    func testSaveFlushLoadRestoresAnIdenticalTable() throws {
+    /// A NAT namespace holding every protocol, zones, marks, labels and SNAT (the lossless
+    /// round-trip tests start from it).
+    func seededWithEverything() throws -> Namespace {
         let ns = try namespace(nat: true)
         XCTAssertEqual(ns.run("nft add rule inet t o ct label set 127").status, 0, "labels need a ct label rule")
         for line in Self.creates { XCTAssertEqual(ns.ctsync("create \(line)").status, 0, line) }
         XCTAssertEqual(ns.ctsync("create -p udp -s 192.0.2.7 -d 198.51.100.7 --sport 9 --dport 10 -t 70 --label-add 3,100 -m 5").status, 0)
         XCTAssertEqual(ns.ctsync("create -p udp -s 192.0.2.8 -d 198.51.100.8 --sport 9 --dport 10 -t 70 -n 203.0.113.9:4000").status, 0)
+        return ns
+    }
+
+    /// A dump without what legitimately changes across a reload (ids, timeouts, order).
+    func stable(_ s: String) -> [String] {
+        normalise(s).map { $0.replacingOccurrences(of: #""id":\d+"#, with: "\"id\":N", options: .regularExpression) }
+    }
+
+    func testSaveFlushLoadRestoresAnIdenticalTable() throws {
+        let ns = try seededWithEverything()
         let before = ns.ctsync("dump -o json").stdout
         XCTAssertTrue(before.contains("\"labels\":\"0x10000000000000000000000008\""), before)
         let save = ns.ctsync("dump -o save")
@@ -110,20 +122,13 @@ final class KernelTableTests: XCTestCase {
         let load = ns.ctsync("conntrack -R -", input: save.stdout)
         XCTAssertEqual(load.status, 0, load.stderr)
         let after = ns.ctsync("dump -o json").stdout
-        func stable(_ s: String) -> [String] {
-            normalise(s).map { $0.replacingOccurrences(of: #""id":\d+"#, with: "\"id\":N", options: .regularExpression) }
-        }
         XCTAssertEqual(stable(after), stable(before))
     }
 
     /// `snapshot save`, flush, `snapshot load`: every protocol, zones, marks, labels, NAT
     /// and timeouts (shortened by the time since the save) come back.
     func testSnapshotRoundTripIsLossless() throws {
-        let ns = try namespace(nat: true)
-        XCTAssertEqual(ns.run("nft add rule inet t o ct label set 127").status, 0, "labels need a ct label rule")
-        for line in Self.creates { XCTAssertEqual(ns.ctsync("create \(line)").status, 0, line) }
-        XCTAssertEqual(ns.ctsync("create -p udp -s 192.0.2.7 -d 198.51.100.7 --sport 9 --dport 10 -t 70 --label-add 3,100 -m 5").status, 0)
-        XCTAssertEqual(ns.ctsync("create -p udp -s 192.0.2.8 -d 198.51.100.8 --sport 9 --dport 10 -t 70 -n 203.0.113.9:4000").status, 0)
+        let ns = try seededWithEverything()
         XCTAssertEqual(ns.ctsync("create -p tcp -s 192.0.2.1 -d 198.51.100.2 --sport 5 --dport 6 -t 50 --state ESTABLISHED -g 203.0.113.10:80").status, 0)
         let file = "/tmp/ctsync-snapshot-\(ns.name).jsonl"
         defer { try? FileManager.default.removeItem(atPath: file) }
@@ -136,9 +141,6 @@ final class KernelTableTests: XCTestCase {
         XCTAssertEqual(ns.ctsync("flush").status, 0)
         let load = ns.ctsync("snapshot load \(file)")
         XCTAssertEqual(load.status, 0, load.stderr)
-        func stable(_ s: String) -> [String] {
-            normalise(s).map { $0.replacingOccurrences(of: #""id":\d+"#, with: "\"id\":N", options: .regularExpression) }
-        }
         XCTAssertEqual(stable(ns.ctsync("dump -o json").stdout), stable(before))
         // A diff of the snapshot against the restored table finds nothing (timeouts within 2 s).
         let diff = ns.ctsync("diff snapshot:\(file) kernel")
