@@ -249,22 +249,60 @@ public struct ConntrackEntry: Hashable, Sendable {
     public var status: Status?
     public var timeout: UInt32?
     public var mark: UInt32?
-    public var secmark: UInt32?
     public var zone: UInt16?
     public var use: UInt32?
     public var id: UInt32?
     public var protoInfo: ProtoInfo?
     public var countersOriginal: Counters?
     public var countersReply: Counters?
-    public var timestampStart: UInt64?
-    public var timestampStop: UInt64?
-    public var helper: String?
     public var labels: Labels?
-    public var master: Tuple?
-    public var secctx: String?
-    public var seqAdjOriginal: SequenceAdjustment?
-    public var seqAdjReply: SequenceAdjustment?
-    public var synproxy: Synproxy?
+    /// Attributes most entries lack, kept out of line so that tables of millions of
+    /// entries stay small (an entry is about half the size with them inline).
+    var rare: RareBox?
+
+    public var secmark: UInt32? {
+        get { rare?.value.secmark }
+        set { updateRare { $0.secmark = newValue } }
+    }
+    public var timestampStart: UInt64? {
+        get { rare?.value.timestampStart }
+        set { updateRare { $0.timestampStart = newValue } }
+    }
+    public var timestampStop: UInt64? {
+        get { rare?.value.timestampStop }
+        set { updateRare { $0.timestampStop = newValue } }
+    }
+    public var helper: String? {
+        get { rare?.value.helper }
+        set { updateRare { $0.helper = newValue } }
+    }
+    public var master: Tuple? {
+        get { rare?.value.master }
+        set { updateRare { $0.master = newValue } }
+    }
+    public var secctx: String? {
+        get { rare?.value.secctx }
+        set { updateRare { $0.secctx = newValue } }
+    }
+    public var seqAdjOriginal: SequenceAdjustment? {
+        get { rare?.value.seqAdjOriginal }
+        set { updateRare { $0.seqAdjOriginal = newValue } }
+    }
+    public var seqAdjReply: SequenceAdjustment? {
+        get { rare?.value.seqAdjReply }
+        set { updateRare { $0.seqAdjReply = newValue } }
+    }
+    public var synproxy: Synproxy? {
+        get { rare?.value.synproxy }
+        set { updateRare { $0.synproxy = newValue } }
+    }
+
+    /// Copy, change, store (nil when nothing is left): boxes are never shared mutably.
+    mutating func updateRare(_ change: (inout RareAttributes) -> Void) {
+        var v = rare?.value ?? RareAttributes()
+        change(&v)
+        rare = v == RareAttributes() ? nil : RareBox(v)
+    }
 
     public init(original: Tuple, reply: Tuple) {
         self.original = original
@@ -287,6 +325,27 @@ public struct ConntrackEntry: Hashable, Sendable {
     public var isDestinationNAT: Bool {
         original.destination != reply.source || (original.l4.hasPorts && original.destinationPort != reply.sourcePort)
     }
+}
+
+/// The out-of-line attributes of an entry.
+struct RareAttributes: Hashable, Sendable {
+    var secmark: UInt32?
+    var timestampStart: UInt64?
+    var timestampStop: UInt64?
+    var helper: String?
+    var master: Tuple?
+    var secctx: String?
+    var seqAdjOriginal: SequenceAdjustment?
+    var seqAdjReply: SequenceAdjustment?
+    var synproxy: Synproxy?
+}
+
+/// An immutable box compared by value.
+final class RareBox: Hashable, Sendable {
+    let value: RareAttributes
+    init(_ v: RareAttributes) { value = v }
+    static func == (a: RareBox, b: RareBox) -> Bool { a === b || a.value == b.value }
+    func hash(into h: inout Hasher) { value.hash(into: &h) }
 }
 
 /// One entry of the kernel's expectation table.

@@ -264,6 +264,31 @@ public enum ConntrackJSON {
         return (e, event)
     }
 
+    /// Reads one expectation line written by `write(_: Expectation)`.
+    public static func decodeExpectation(line: some StringProtocol) throws -> Expectation {
+        guard let data = String(line).data(using: .utf8),
+              let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { throw DecodeError("not a JSON object") }
+        guard o["v"] as? Int == schemaVersion, o["kind"] as? String == "expectation" else {
+            throw DecodeError("not an expectation line of schema version \(schemaVersion)")
+        }
+        guard let proto = uint(o["proto"], max: 255) else { throw DecodeError("missing or bad \"proto\"") }
+        let t = try tuple(o["tuple"], proto: UInt8(proto), key: "tuple")
+        let m = try tuple(o["mask"], proto: UInt8(proto), key: "mask")
+        let master = try tuple(o["master"], proto: nil, key: "master")
+        var x = Expectation(master: master, tuple: t, mask: m)
+        func u32(_ k: String) throws -> UInt32? { try opt(o, k, max: UInt64(UInt32.max)).map { UInt32($0) } }
+        x.timeout = try u32("timeout")
+        x.id = try u32("id")
+        x.zone = try opt(o, "zone", max: 65535).map { UInt16($0) }
+        x.flags = try u32("flags")
+        x.expectClass = try u32("class")
+        x.natDirection = try u32("nat_dir")
+        if let n = o["nat"] { x.natTuple = try tuple(n, proto: nil, key: "nat") }
+        if let h = o["helper"] { guard let h = h as? String else { throw DecodeError("bad \"helper\"") }; x.helper = h }
+        if let f = o["fn"] { guard let f = f as? String else { throw DecodeError("bad \"fn\"") }; x.function = f }
+        return x
+    }
+
     static func uint(_ v: Any?, max: UInt64) -> UInt64? {
         guard let n = v as? NSNumber else { return nil }
         let d = n.doubleValue

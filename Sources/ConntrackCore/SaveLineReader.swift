@@ -193,10 +193,7 @@ public struct SaveLine: Sendable, Equatable {
     static let protocols: [String: L4Protocol] = ["tcp": .tcp, "udp": .udp, "udplite": .udplite, "sctp": .sctp,
                                                   "dccp": .dccp, "gre": .gre, "icmp": .icmp, "icmpv6": .icmpv6]
 
-    static func address(_ bytes: Bytes) -> IPAddress? {
-        if !bytes.contains(58) { return IPAddress.parseV4(bytes).map { .v4($0) } }
-        return IPAddress.parseV6(Array(bytes))
-    }
+    static func address(_ bytes: Bytes) -> IPAddress? { IPAddress(ascii: bytes) }
 
     @inline(__always)
     static func hash<C: Collection>(_ bytes: C) -> UInt64 where C.Element == UInt8 {

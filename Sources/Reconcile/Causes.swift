@@ -19,6 +19,10 @@ public enum Causes {
             return Cause("not-in-capture", "no packet of it was captured: the connection began before the capture, " +
                          "took another path, or was created by a program over ctnetlink (conntrack -I, conntrackd)")
         case (.model, _):
+            if let frame = present.captureGaps[key(e)] {
+                return Cause("capture-dropped", "frame \(frame) acknowledges data the capture never held: the capture missed packets " +
+                             "of this connection, and what the kernel did with them is unknown")
+            }
             if let bad = present.invalidPackets[key(e)] {
                 return Cause("invalid-packet", "the model tracked it, but frame \(bad.frame) was invalid to the model (\(bad.reason)); " +
                              "the kernel may have dropped or judged it otherwise")
@@ -34,12 +38,34 @@ public enum Causes {
         }
     }
 
+    /// An expectation present on one side only.
+    public static func expectationOnlyIn(_ x: Expectation, present: SideContext, absent: SideContext) -> Cause {
+        switch (present.kind, absent.kind) {
+        case (.kernel, .model), (.snapshot, .model), (.peer, .model):
+            return Cause("helper-config", "the model has no such expectation: its master's helper is not configured in the model " +
+                         "(give --helper), the command was not captured, or the model saw it used or replaced")
+        case (.model, _):
+            return Cause("expectation-gone", "the model expects a connection the other side does not: a data connection used it, " +
+                         "it timed out there, or the other side's master has no helper (ct helper rule missing)")
+        case (.snapshot, .kernel):
+            return Cause("gone-since-snapshot", "the expectation was used or timed out since the snapshot was taken")
+        case (.kernel, .snapshot):
+            return Cause("new-since-snapshot", "the expectation was created since the snapshot was taken")
+        default:
+            return Cause("one-side", "expectation present on \(present.name) only")
+        }
+    }
+
     /// A matched pair whose fields differ.
     public static func changed(_ classes: [DivergenceClass], _ a: ConntrackEntry, _ b: ConntrackEntry,
                                _ ca: SideContext, _ cb: SideContext) -> Cause {
         let model = ca.kind == .model ? (ca, a) : (cb.kind == .model ? (cb, b) : nil)
         let first = classes.first ?? .status
         if let (m, e) = model {
+            if let frame = m.captureGaps[key(e)] {
+                return Cause("capture-dropped", "frame \(frame) acknowledges data the capture never held: the capture missed packets " +
+                             "of this connection, so the model judged the rest of it without them")
+            }
             if let bad = m.invalidPackets[key(e)], [.tcpState, .counters, .timeout, .status].contains(first) {
                 return Cause("invalid-packet", "frame \(bad.frame) was invalid to the model (\(bad.reason)); the kernel judged it otherwise " +
                              "or the capture missed a packet before it")
@@ -62,6 +88,7 @@ public enum Causes {
         case .master: return Cause("expectation", "the master differs: the connection was or was not expected (a helper's expectation)")
         case .counters: return Cause("counters", "counters differ: packets one side did not see (capture drops, another path), or counters were zeroed (conntrack -L -z)")
         case .timeout: return Cause("timeout", "the timeout differs beyond the tolerance: timeout sysctls differ between the sides, or a packet refreshed one side only")
+        case .expectation: return Cause("expectation-fields", "the expectation differs")
         case .onlyInA, .onlyInB: return Cause("one-side", "present on one side only")
         }
     }

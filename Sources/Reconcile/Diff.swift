@@ -15,6 +15,8 @@ public enum DivergenceClass: String, CaseIterable, Sendable, Comparable {
     case master
     case counters
     case timeout
+    /// An expectation (helper-created) on one side only, or matched with different fields.
+    case expectation
 
     public static func < (a: DivergenceClass, b: DivergenceClass) -> Bool {
         allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
@@ -28,10 +30,21 @@ public enum DivergenceClass: String, CaseIterable, Sendable, Comparable {
 public struct Divergence: Sendable, Equatable {
     public var a: ConntrackEntry?
     public var b: ConntrackEntry?
+    /// For the `expectation` class: each side's expectation (nil where absent).
+    public var expectationA: Expectation?
+    public var expectationB: Expectation?
     /// For a pair: every class that differs; for a lone entry: `onlyInA` or `onlyInB`.
     public var classes: [DivergenceClass]
     /// The most probable reason, in words.
     public var cause: Cause
+
+    public init(a: ConntrackEntry?, b: ConntrackEntry?, classes: [DivergenceClass], cause: Cause) {
+        self.a = a; self.b = b; self.classes = classes; self.cause = cause
+    }
+
+    public init(expectationA: Expectation?, expectationB: Expectation?, cause: Cause) {
+        self.expectationA = expectationA; self.expectationB = expectationB; classes = [.expectation]; self.cause = cause
+    }
 
     public var primary: DivergenceClass { classes.first ?? .status }
 }
@@ -67,6 +80,9 @@ public struct SideContext: Sendable {
     public var invalidPackets: [Tuple: (frame: Int, reason: String)] = [:]
     /// Model only: the capture lost packets (libpcap drop counters).
     public var captureDropped = false
+    /// Model only: connections with a packet acknowledging data the capture never held (the
+    /// capture missed packets of them), by original tuple: the first such frame.
+    public var captureGaps: [Tuple: Int] = [:]
     public init(kind: Kind, name: String) { self.kind = kind; self.name = name }
 }
 
@@ -87,6 +103,7 @@ public struct DiffReport: Sendable {
 
 /// Matches the entries of two sides and classifies every difference (issue 5, scope 1).
 public enum Differ {
+    /// An entry's identity in a table: its zone and original tuple (without per-direction zone).
     struct Key: Hashable {
         var zone: UInt16
         var tuple: Tuple
@@ -96,17 +113,40 @@ public enum Differ {
             u.zone = nil
             tuple = u
         }
+
+        /// Packed words rather than field by field: a diff hashes millions of keys.
+        func hash(into h: inout Hasher) {
+            switch (tuple.source, tuple.destination) {
+            case (.v4(let s), .v4(let d)): h.combine(UInt64(s) << 32 | UInt64(d))
+            default: h.combine(tuple.source); h.combine(tuple.destination)
+            }
+            h.combine(UInt64(tuple.sourcePort) << 48 | UInt64(tuple.destinationPort) << 32 | UInt64(tuple.icmpID) << 16 | UInt64(zone))
+            h.combine(UInt32(tuple.l4proto) << 16 | UInt32(tuple.icmpType) << 8 | UInt32(tuple.icmpCode))
+        }
+    }
+
+    /// A side's entries indexed by identity; built ahead (for example on the thread that
+    /// read the side) so that a diff only looks up.
+    public struct Index: Sendable {
+        let byOrig: [Key: Int]
+        public init(_ entries: [ConntrackEntry]) {
+            var d: [Key: Int] = [:]
+            d.reserveCapacity(entries.count)
+            for (i, e) in entries.enumerated() { d[Key(e.zone, e.original)] = i }
+            byOrig = d
+        }
     }
 
     /// Matches by (zone, original tuple); entries left over are matched by (zone, reply
     /// tuple), where NAT makes the original ambiguous; then by original tuple in another
     /// zone (a zone difference). What is left is on one side only.
+    /// Expectations are compared when both sides give theirs (nil: that side does not know).
     public static func diff(_ a: [ConntrackEntry], _ b: [ConntrackEntry], options: DiffOptions = DiffOptions(),
                             contextA: SideContext = SideContext(kind: .snapshot, name: "a"),
-                            contextB: SideContext = SideContext(kind: .snapshot, name: "b")) -> DiffReport {
-        var byOrig: [Key: Int] = [:]
-        byOrig.reserveCapacity(b.count)
-        for (i, e) in b.enumerated() { byOrig[Key(e.zone, e.original)] = i }
+                            contextB: SideContext = SideContext(kind: .snapshot, name: "b"),
+                            expectationsA: [Expectation]? = nil, expectationsB: [Expectation]? = nil,
+                            indexB: Index? = nil) -> DiffReport {
+        let byOrig = (indexB ?? Index(b)).byOrig
         var usedB = [Bool](repeating: false, count: b.count)
         var pairs: [(Int, Int)] = []
         var leftA: [Int] = []
@@ -142,7 +182,47 @@ public enum Differ {
         for (j, used) in usedB.enumerated() where !used {
             out.append(Divergence(a: nil, b: b[j], classes: [.onlyInB], cause: Causes.onlyIn(b[j], present: contextB, absent: contextA)))
         }
+        if let xa = expectationsA, let xb = expectationsB, !options.ignore.contains(.expectation) {
+            out += diffExpectations(xa, xb, options: options, contextA: contextA, contextB: contextB)
+        }
         return DiffReport(divergences: out, matched: pairs.count, countA: a.count, countB: b.count)
+    }
+
+    /// Matches expectations by (zone, expected tuple); a pair differs when its mask, master,
+    /// helper, flags, class or NAT differ, or its timeout beyond the tolerance.
+    public static func diffExpectations(_ a: [Expectation], _ b: [Expectation], options: DiffOptions,
+                                        contextA: SideContext, contextB: SideContext) -> [Divergence] {
+        var byTuple: [Key: Int] = [:]
+        for (j, x) in b.enumerated() { byTuple[Key(x.zone, x.tuple)] = j }
+        var usedB = [Bool](repeating: false, count: b.count)
+        var out: [Divergence] = []
+        for x in a {
+            guard let j = byTuple[Key(x.zone, x.tuple)], !usedB[j] else {
+                out.append(Divergence(expectationA: x, expectationB: nil, cause: Causes.expectationOnlyIn(x, present: contextA, absent: contextB)))
+                continue
+            }
+            usedB[j] = true
+            if let what = expectationDifference(x, b[j], options) {
+                out.append(Divergence(expectationA: x, expectationB: b[j], cause: Cause("expectation-fields", "the expectation's \(what) differs")))
+            }
+        }
+        for (j, used) in usedB.enumerated() where !used {
+            out.append(Divergence(expectationA: nil, expectationB: b[j], cause: Causes.expectationOnlyIn(b[j], present: contextB, absent: contextA)))
+        }
+        return out
+    }
+
+    /// The first field in which two matched expectations differ, or nil.
+    static func expectationDifference(_ x: Expectation, _ y: Expectation, _ o: DiffOptions) -> String? {
+        func bare(_ t: Tuple?) -> Tuple? { t.map { var u = $0; u.zone = nil; return u } }
+        if bare(x.master) != bare(y.master) { return "master" }
+        if bare(x.mask) != bare(y.mask) { return "mask" }
+        if x.helper != y.helper { return "helper" }
+        if (x.flags ?? 0) != (y.flags ?? 0) { return "flags" }
+        if (x.expectClass ?? 0) != (y.expectClass ?? 0) { return "class" }
+        if bare(x.natTuple) != bare(y.natTuple) || x.natDirection != y.natDirection { return "NAT" }
+        if let tx = x.timeout, let ty = y.timeout, (tx > ty ? tx - ty : ty - tx) > o.tolerance { return "timeout" }
+        return nil
     }
 
     /// Status bits that describe the connection (not the kernel's bookkeeping).

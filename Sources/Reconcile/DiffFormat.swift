@@ -18,6 +18,12 @@ public enum DiffFormat {
             out += "\n" + paint("[\(d.classes.map(\.rawValue).joined(separator: ","))]", "1;33") + "\n"
             if let x = d.a { out += paint("a: ", "31") + line(x) + "\n" }
             if let y = d.b { out += paint("b: ", "32") + line(y) + "\n" }
+            for (name, x, code) in [("a", d.expectationA, "31"), ("b", d.expectationB, "32")] {
+                guard let x else { continue }
+                var bytes: [UInt8] = []
+                ConntrackText.write(x, options: options, to: &bytes)
+                out += paint(name + ": ", code) + "expect " + String(decoding: bytes, as: UTF8.self) + "\n"
+            }
             out += "cause: \(d.cause.text)\n"
         }
         return out
@@ -46,6 +52,11 @@ public enum DiffFormat {
                 var entry: [UInt8] = []
                 ConntrackJSON.write(e, to: &entry)
                 out.append(contentsOf: entry)
+            }
+            for (name, x) in [("expectation_a", d.expectationA), ("expectation_b", d.expectationB)] {
+                guard let x else { continue }
+                out.append(contentsOf: Array(",\"\(name)\":".utf8))
+                ConntrackJSON.write(x, to: &out)
             }
             out.append(contentsOf: Array("}\n".utf8))
         }

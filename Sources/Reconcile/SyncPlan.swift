@@ -14,6 +14,10 @@ public enum SyncAction: Sendable, Equatable {
     case recreate(old: ConntrackEntry, new: ConntrackEntry, classes: [DivergenceClass])
     /// Not repairable over ctnetlink, with the reason.
     case cannot(ConntrackEntry, classes: [DivergenceClass], reason: String)
+    /// Create the source's expectation in the target (its master must exist there with a helper).
+    case createExpectation(Expectation)
+    /// Delete the target's expectation.
+    case deleteExpectation(Expectation)
 
     public var verb: String {
         switch self {
@@ -22,6 +26,8 @@ public enum SyncAction: Sendable, Equatable {
         case .update: return "update"
         case .recreate: return "recreate"
         case .cannot: return "cannot"
+        case .createExpectation: return "create-expect"
+        case .deleteExpectation: return "delete-expect"
         }
     }
 }
@@ -44,6 +50,15 @@ public enum SyncPlanner {
     public static func plan(_ report: DiffReport, scopes: Set<SyncScope> = Set(SyncScope.allCases)) -> [SyncAction] {
         var out: [SyncAction] = []
         for d in report.divergences {
+            if d.classes == [.expectation] {
+                switch (d.expectationA, d.expectationB) {
+                case (let s?, nil) where scopes.contains(.missing): out.append(.createExpectation(s))
+                case (nil, let t?) where scopes.contains(.stale): out.append(.deleteExpectation(t))
+                case (let s?, let t?) where scopes.contains(.changed): out += [.deleteExpectation(t), .createExpectation(s)]
+                default: break
+                }
+                continue
+            }
             switch (d.a, d.b) {
             case (let s?, nil):
                 guard scopes.contains(.missing) else { continue }

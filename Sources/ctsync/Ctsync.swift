@@ -177,19 +177,10 @@ extension Ctsync {
                 throw ExitCode(2)
             }
             let runner = ConntrackRunner(args: parsed, program: "ctsync show")
-            guard let text = file == "-" ? String(data: FileHandle.standardInput.readDataToEndOfFile(), encoding: .utf8)
-                    : (try? String(contentsOfFile: file, encoding: .utf8)) else {
-                printError("ctsync show: cannot read \(file) as UTF-8 text")
+            let entries: [ConntrackEntry]
+            do { entries = try SnapshotContents.read(file).entries } catch {
+                printError("ctsync show: \(error)")
                 throw ExitCode(2)
-            }
-            var entries: [ConntrackEntry] = []
-            for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where !line.isEmpty {
-                // A `snapshot save` header line is not an entry.
-                if n == 0, SnapshotHeader(line: line) != nil { continue }
-                do { entries.append(try ConntrackJSON.decode(line: line).0) } catch {
-                    printError("ctsync show: \(file):\(n + 1): \(error)")
-                    throw ExitCode(2)
-                }
             }
             var xmlOpen = false
             let opts = runner.textOptions()

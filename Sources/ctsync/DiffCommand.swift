@@ -50,15 +50,12 @@ extension Ctsync {
 
         func run() throws {
             let specs = pcap.isEmpty ? sides : ["model:" + pcap.joined(separator: ","), "kernel"]
-            let (a, ca) = try TableSides.load(specs[0], model: model, program: "ctsync diff")
-            let (b, cb) = try TableSides.load(specs[1], model: model, program: "ctsync diff")
+            let (a, b) = try TableSides.load(specs[0], specs[1], model: model, program: "ctsync diff")
             var options = DiffOptions(tolerance: tolerance)
             options.ignore = Set((ignore ?? "").split(separator: ",").compactMap { DivergenceClass(rawValue: String($0)) })
-            // Counters only mean something when both sides have them.
-            if !(a.contains { $0.countersOriginal != nil } && b.contains { $0.countersOriginal != nil }) { options.ignore.insert(.counters) }
-            let report = Differ.diff(a, b, options: options, contextA: ca, contextB: cb)
-            let text = output == "json" ? DiffFormat.json(report, a: ca, b: cb)
-                : DiffFormat.text(report, a: ca, b: cb, color: isatty(1) != 0)
+            let report = TableSides.compare(a, b, options: options)
+            let text = output == "json" ? DiffFormat.json(report, a: a.context, b: b.context)
+                : DiffFormat.text(report, a: a.context, b: b.context, color: isatty(1) != 0)
             FileHandle.standardOutput.write(Data(text.utf8))
             throw ExitCode(report.divergences.isEmpty ? 0 : 1)
         }
@@ -71,6 +68,7 @@ final class ModelObservations {
     var frames = FrameCount()
     var pickedUp: Set<Tuple> = []
     var invalid: [Tuple: (frame: Int, reason: String)] = [:]
+    var gaps: [Tuple: Int] = [:]
 
     func note(_ v: Verdict, _ p: DecodedPacket, _ entry: ModelEntry?) {
         if v.kind == .new, let e = entry, e.original.l4proto == 6, e.tcp.state == .established { pickedUp.insert(e.original) }
@@ -79,41 +77,64 @@ final class ModelObservations {
         t.zone = nil
         // The packet may travel in either direction of its connection.
         for key in [t, t.inverted()] where invalid[key] == nil { invalid[key] = (frames.value, reason.rawValue) }
+        // An ACK for data never seen: the capture, not the connection, lost packets.
+        if reason == .ackOverUpperBound { for key in [t, t.inverted()] where gaps[key] == nil { gaps[key] = frames.value } }
     }
+}
+
+/// One side of a comparison: entries, expectations (nil when the side cannot say), and
+/// what is known about it.
+struct TableSide {
+    var entries: [ConntrackEntry]
+    var expectations: [Expectation]?
+    var context: SideContext
+    /// The entries indexed for matching (built on the thread that read them).
+    var index: Differ.Index?
 }
 
 /// The tables `diff` and `sync` compare: kernel, snapshot file, or the model of captures.
 enum TableSides {
+    /// Loads both sides at once (two threads: reading a side is most of a diff's time).
+    static func load(_ a: String, _ b: String, model: ModelOptions, program: String) throws -> (TableSide, TableSide) {
+        let results = UnsafeSendableBox<[Result<TableSide, Error>?]>([nil, nil])
+        let specs = [a, b]
+        DispatchQueue.concurrentPerform(iterations: 2) { i in
+            let r = Result {
+                var side = try load(specs[i], model: model, program: program)
+                if i == 1 { side.index = Differ.Index(side.entries) }
+                return side
+            }
+            results.lock.withLock { results.value[i] = r }
+        }
+        return (try results.value[0]!.get(), try results.value[1]!.get())
+    }
+
     /// One side's entries and what is known about it.
-    static func load(_ spec: String, model: ModelOptions, program: String) throws -> ([ConntrackEntry], SideContext) {
+    static func load(_ spec: String, model: ModelOptions, program: String) throws -> TableSide {
         if spec == "kernel" {
             var entries: [ConntrackEntry] = []
+            var expectations: [Expectation] = []
             do {
                 let table = try ConntrackTable()
                 _ = try table.dump { entries.append($0) }
+                _ = try table.dumpExpectations { expectations.append($0) }
             } catch {
                 printError("\(program): kernel: \(error)")
                 throw ExitCode(2)
             }
-            return (entries, SideContext(kind: .kernel, name: "kernel"))
+            return TableSide(entries: entries, expectations: expectations, context: SideContext(kind: .kernel, name: "kernel"))
         }
         if spec.hasPrefix("snapshot:") {
             let file = String(spec.dropFirst("snapshot:".count))
-            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
-                printError("\(program): cannot read \(file) as UTF-8 text")
+            let contents: SnapshotContents
+            do { contents = try SnapshotContents.read(file) } catch {
+                printError("\(program): \(error)")
                 throw ExitCode(2)
             }
-            var entries: [ConntrackEntry] = []
-            for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where !line.isEmpty {
-                // Snapshot files may carry expectations and gap lines: entries only here.
-                if line.utf8.starts(with: #"{"v":1,"kind":"expectation""#.utf8) || line.utf8.starts(with: #"{"v":1,"gap""#.utf8) { continue }
-                if n == 0, SnapshotHeader(line: line) != nil { continue }
-                do { entries.append(try ConntrackJSON.decode(line: line).0) } catch {
-                    printError("\(program): \(file):\(n + 1): \(error)")
-                    throw ExitCode(2)
-                }
-            }
-            return (entries, SideContext(kind: .snapshot, name: file))
+            // A snapshot without a header may be plain `dump -o json` output, which has no
+            // expectations: only a `snapshot save` file speaks for its expectation table.
+            return TableSide(entries: contents.entries, expectations: contents.header != nil ? contents.expectations : nil,
+                             context: SideContext(kind: .snapshot, name: file))
         }
         let files = spec.dropFirst("model:".count).split(separator: ",").map(String.init)
         let config: ModelConfiguration
@@ -128,17 +149,37 @@ enum TableSides {
         let frames = FrameCount()
         seen.frames = frames
         let damaged = try CaptureReading.read(files, merge: false, into: &tracker, frames: frames, counts: &counts,
-                                              program: "ctsync diff")
+                                              program: program)
         if let damaged {
             printError("\(program): \(damaged)")
             throw ExitCode(2)
         }
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
-        let now = UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+        let now = max(UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec), tracker.now)
         var context = SideContext(kind: .model, name: "model of " + files.joined(separator: ","))
         context.pickedUp = seen.pickedUp
         context.invalidPackets = seen.invalid
-        return (tracker.entries(at: max(now, tracker.now)), context)
+        context.captureGaps = seen.gaps
+        return TableSide(entries: tracker.entries(at: now), expectations: tracker.expectationList(at: now), context: context)
     }
+}
+
+extension TableSides {
+    /// Compares two sides; counters only when both sides have them.
+    static func compare(_ a: TableSide, _ b: TableSide, options: DiffOptions) -> DiffReport {
+        var options = options
+        if !(a.entries.contains { $0.countersOriginal != nil } && b.entries.contains { $0.countersOriginal != nil }) {
+            options.ignore.insert(.counters)
+        }
+        return Differ.diff(a.entries, b.entries, options: options, contextA: a.context, contextB: b.context,
+                           expectationsA: a.expectations, expectationsB: b.expectations, indexB: b.index)
+    }
+}
+
+/// A value shared between threads under a lock (results of parallel loads).
+final class UnsafeSendableBox<T>: @unchecked Sendable {
+    let lock = NSLock()
+    var value: T
+    init(_ v: T) { value = v }
 }

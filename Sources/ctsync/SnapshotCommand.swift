@@ -64,13 +64,19 @@ extension Ctsync.Snapshot {
             let header = SnapshotHeader(time: SnapshotHeader.now(), kernel: SnapshotHeader.kernelRelease(),
                                         sysctls: Sysctls.read().values)
             var out: [UInt8] = Array((header.line + "\n").utf8)
-            var count = 0
+            var count = 0, expectations = 0
             do {
                 let table = try ConntrackTable()
                 _ = try table.dump { e in
                     ConntrackJSON.write(e, to: &out)
                     out.append(10)
                     count += 1
+                }
+                // Expectations after the entries: loading creates them once their masters exist.
+                _ = try table.dumpExpectations { x in
+                    ConntrackJSON.write(x, to: &out)
+                    out.append(10)
+                    expectations += 1
                 }
             } catch {
                 printError("ctsync snapshot save: \(error)")
@@ -88,7 +94,7 @@ extension Ctsync.Snapshot {
                     throw ExitCode(2)
                 }
             }
-            printError("ctsync snapshot save: \(count) entries")
+            printError("ctsync snapshot save: \(count) entries, \(expectations) expectations")
         }
     }
 
@@ -106,22 +112,13 @@ extension Ctsync.Snapshot {
         @Flag(help: "allow writing to the host's own conntrack table") var hostTable = false
 
         func run() throws {
-            guard let text = file == "-" ? String(data: FileHandle.standardInput.readDataToEndOfFile(), encoding: .utf8)
-                    : (try? String(contentsOfFile: file, encoding: .utf8)) else {
-                printError("ctsync snapshot load: cannot read \(file) as UTF-8 text")
+            // Every line is checked before anything is written: a bad file changes nothing.
+            let contents: SnapshotContents
+            do { contents = try SnapshotContents.read(file) } catch {
+                printError("ctsync snapshot load: \(error)")
                 throw ExitCode(2)
             }
-            // Every line is checked before anything is written: a bad file changes nothing.
-            var header: SnapshotHeader?
-            var entries: [ConntrackEntry] = []
-            for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where !line.isEmpty {
-                if n == 0, let h = SnapshotHeader(line: line) { header = h; continue }
-                if line.utf8.starts(with: #"{"v":1,"kind":"expectation""#.utf8) { continue }
-                do { entries.append(try ConntrackJSON.decode(line: line).0) } catch {
-                    printError("ctsync snapshot load: \(file):\(n + 1): \(error)")
-                    throw ExitCode(2)
-                }
-            }
+            let header = contents.header, entries = contents.entries
             let elapsed: UInt32 = keepTimeouts ? 0
                 : header.map { UInt32(clamping: SnapshotHeader.now() > $0.time ? (SnapshotHeader.now() - $0.time) / 1_000_000_000 : 0) } ?? 0
             var expired = 0
@@ -137,9 +134,21 @@ extension Ctsync.Snapshot {
                 }
                 let failures = try writer.finish()
                 for f in failures { printError("ctsync snapshot load: entry \(f.index + 1): \(ConntrackRunner.message(f.error))") }
+                var loadedExpectations = 0, expectationFailures = 0
+                for var x in contents.expectations {
+                    if let t = x.timeout, elapsed > 0 {
+                        if t <= elapsed { continue }
+                        x.timeout = t - elapsed
+                    }
+                    do { try table.createExpectation(x); loadedExpectations += 1 } catch {
+                        expectationFailures += 1
+                        printError("ctsync snapshot load: expectation \(x.tuple.source) -> \(x.tuple.destination): \(error)")
+                    }
+                }
                 printError("ctsync snapshot load: \(entries.count - expired - failures.count) entries loaded"
-                           + (expired > 0 ? ", \(expired) skipped (expired since the save)" : ""))
-                if !failures.isEmpty { throw ExitCode(1) }
+                           + (expired > 0 ? ", \(expired) skipped (expired since the save)" : "")
+                           + (contents.expectations.isEmpty ? "" : ", \(loadedExpectations) expectations"))
+                if !failures.isEmpty || expectationFailures > 0 { throw ExitCode(1) }
             } catch let e as ExitCode {
                 throw e
             } catch {

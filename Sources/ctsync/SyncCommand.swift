@@ -36,22 +36,24 @@ extension Ctsync {
             }
         }
 
-        func compare() throws -> (DiffReport, SideContext, SideContext) {
-            let (a, ca) = try TableSides.load(source, model: model, program: "ctsync sync")
-            let (b, cb) = try TableSides.load("kernel", model: model, program: "ctsync sync")
-            var options = DiffOptions(tolerance: tolerance)
-            if !(a.contains { $0.countersOriginal != nil } && b.contains { $0.countersOriginal != nil }) { options.ignore.insert(.counters) }
-            return (Differ.diff(a, b, options: options, contextA: ca, contextB: cb), ca, cb)
+        func compare() throws -> DiffReport {
+            let (a, b) = try TableSides.load(source, "kernel", model: model, program: "ctsync sync")
+            return TableSides.compare(a, b, options: DiffOptions(tolerance: tolerance))
         }
 
         func run() throws {
             let scopes = only.map { Set($0.split(separator: ",").compactMap { SyncScope(rawValue: String($0)) }) } ?? Set(SyncScope.allCases)
-            let (report, _, _) = try compare()
+            let report = try compare()
             let plan = SyncPlanner.plan(report, scopes: scopes)
             let options = TextFormatOptions(showLayer3: true)
             func line(_ e: ConntrackEntry) -> String {
                 var b: [UInt8] = []
                 ConntrackText.write(e, options: options, to: &b)
+                return String(decoding: b, as: UTF8.self)
+            }
+            func expectLine(_ x: Expectation) -> String {
+                var b: [UInt8] = []
+                ConntrackText.write(x, options: options, to: &b)
                 return String(decoding: b, as: UTF8.self)
             }
             var text = "plan: \(plan.count) actions (\(report.divergences.count) divergences)\n"
@@ -62,6 +64,8 @@ extension Ctsync {
                 case .update(let e, let c): text += "update   [\(c.map(\.rawValue).joined(separator: ","))] \(line(e))\n"
                 case .recreate(_, let n, let c): text += "recreate [\(c.map(\.rawValue).joined(separator: ","))] \(line(n))\n"
                 case .cannot(let e, let c, let why): text += "cannot   [\(c.map(\.rawValue).joined(separator: ","))] \(line(e))\n         \(why)\n"
+                case .createExpectation(let x): text += "create   expect \(expectLine(x))\n"
+                case .deleteExpectation(let x): text += "delete   expect \(expectLine(x))\n"
                 }
             }
             FileHandle.standardOutput.write(Data(text.utf8))
@@ -76,9 +80,10 @@ extension Ctsync {
                 case .recreate(let old, let new, _):
                     writes.append(.delete(old.original, zone: old.zone, id: nil))
                     writes.append(Snapshots.create(new))
-                case .cannot: break
+                case .cannot, .createExpectation, .deleteExpectation: break
                 }
             }
+            var failed = 0
             do {
                 let table = try ConntrackTable(allowHostTableWrites: hostTable)
                 let writer = try BatchWriter(table: table)
@@ -86,14 +91,27 @@ extension Ctsync {
                 for f in try writer.finish() {
                     printError("ctsync sync: write \(f.index + 1): \(ConntrackRunner.message(f.error))")
                 }
+                // Expectations after entries: a created expectation needs its master.
+                for a in plan {
+                    do {
+                        switch a {
+                        case .deleteExpectation(let x): try table.deleteExpectation(x.tuple)
+                        case .createExpectation(let x): try table.createExpectation(x)
+                        default: continue
+                        }
+                    } catch {
+                        failed += 1
+                        printError("ctsync sync: \(a.verb): \(error)")
+                    }
+                }
             } catch {
                 printError("ctsync sync: \(error)")
                 throw ExitCode(2)
             }
-            let (after, _, _) = try compare()
+            let after = try compare()
             let left = SyncPlanner.plan(after, scopes: scopes)
             let repairable = left.filter { if case .cannot = $0 { return false } else { return true } }
-            printError("ctsync sync: \(writes.count) writes applied; \(after.divergences.count) divergences left, \(repairable.count) repairable")
+            printError("ctsync sync: \(writes.count) writes applied\(failed > 0 ? " (\(failed) expectation writes failed)" : ""); \(after.divergences.count) divergences left, \(repairable.count) repairable")
             throw ExitCode(repairable.isEmpty ? 0 : 1)
         }
     }

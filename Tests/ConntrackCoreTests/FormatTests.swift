@@ -88,6 +88,57 @@ final class JSONTests: XCTestCase {
         let (back, ev) = try ConntrackJSON.decode(line: line)
         XCTAssertEqual(back, e, line)
         XCTAssertEqual(ev, event)
+        // The fast reader gives the same, or declines (strings with escapes) and the
+        // bytes entry point falls back to the full parser.
+        try b.withUnsafeBufferPointer { p in
+            if !b.contains(92) {
+                let fast = try XCTUnwrap(ConntrackJSON.fastDecode(p), line)
+                XCTAssertEqual(fast.0, e, line)
+                XCTAssertEqual(fast.1, event)
+            }
+            XCTAssertEqual(try ConntrackJSON.decode(bytes: p).0, e, line)
+        }
+    }
+
+    func fast(_ line: String) -> ConntrackEntry? {
+        Array(line.utf8).withUnsafeBufferPointer { ConntrackJSON.fastDecode($0)?.0 }
+    }
+
+    func testFastReaderDeclinesOtherSpellingsAndTheFullParserReadsThem() throws {
+        let tuple = #""orig":{"src":"192.0.2.1","dst":"192.0.2.2","sport":1,"dport":2},"reply":{"src":"192.0.2.2","dst":"192.0.2.1","sport":2,"dport":1}"#
+        let plain = #"{"v":1,"proto":17,"# + tuple + #","mark":5}"#
+        XCTAssertEqual(fast(plain)?.mark, 5)
+        let spaced = #"{ "v" : 1 , "proto" : 17 , "# + tuple + #" , "mark" : 5 }"#
+        XCTAssertEqual(fast(spaced)?.mark, 5, "JSON whitespace is read")
+        for other in [#"{"v":1,"proto":17,"# + tuple + #","mark":5.0}"#,
+                      #"{"v":1,"proto":17,"# + tuple + #","mark":5,"extra":1}"#,
+                      #"{"v":1,"proto":17,"# + tuple + #","mark":5,"helper":"f\u0074p"}"#] {
+            XCTAssertNil(fast(other), other)
+            XCTAssertEqual(try ConntrackJSON.decode(line: other).0.mark, 5, other)
+        }
+    }
+
+    func testFastReaderNeverReadsPastAShortLine() {
+        var e = FormatTests.tcpEntry()
+        e.helper = "ftp"
+        e.master = e.original
+        e.countersOriginal = Counters(packets: 1, bytes: 2)
+        var b: [UInt8] = []
+        ConntrackJSON.write(e, to: &b)
+        for n in 0..<b.count {
+            // A copy of exactly n bytes: reading past it would be caught by the sanitizer runs.
+            let prefix = Array(b[..<n])
+            XCTAssertNil(prefix.withUnsafeBufferPointer { ConntrackJSON.fastDecode($0) }, "prefix of \(n) bytes")
+        }
+    }
+
+    func testOutOfRangeNumbersAreDeclined() {
+        let tuple = #""orig":{"src":"192.0.2.1","dst":"192.0.2.2","sport":1,"dport":2},"reply":{"src":"192.0.2.2","dst":"192.0.2.1","sport":2,"dport":1}"#
+        for bad in [#","mark":4294967296"#, #","zone":65536"#, #","timeout":99999999999999999999999"#, #","mark":-1"#] {
+            let line = #"{"v":1,"proto":17,"# + tuple + bad + "}"
+            XCTAssertNil(fast(line), line)
+            XCTAssertThrowsError(try ConntrackJSON.decode(line: line), line)
+        }
     }
 
     func testEveryAttributeSurvivesARoundTrip() throws {
@@ -133,6 +184,9 @@ final class JSONTests: XCTestCase {
         ]
         for (line, message) in cases {
             XCTAssertThrowsError(try ConntrackJSON.decode(line: line), line) { error in
+                XCTAssertEqual((error as? ConntrackJSON.DecodeError)?.message, message)
+            }
+            XCTAssertThrowsError(try Array(line.utf8).withUnsafeBufferPointer { try ConntrackJSON.decode(bytes: $0) }, line) { error in
                 XCTAssertEqual((error as? ConntrackJSON.DecodeError)?.message, message)
             }
         }

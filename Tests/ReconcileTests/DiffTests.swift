@@ -92,6 +92,45 @@ final class DiffTests: XCTestCase {
         XCTAssertFalse(r.divergences.contains { $0.classes == [.onlyInA] || $0.classes == [.onlyInB] })
     }
 
+    func expectation(_ dport: UInt16, helper: String = "ftp") -> Expectation {
+        let t = Tuple(source: IPAddress("203.0.113.2")!, destination: IPAddress("198.51.100.2")!, l4proto: 6,
+                      sourcePort: 0, destinationPort: dport)
+        var mask = t
+        mask.source = IPAddress("255.255.255.255")!; mask.destination = mask.source
+        mask.sourcePort = 0; mask.destinationPort = 0xffff
+        var x = Expectation(master: entry(21).original, tuple: t, mask: mask)
+        x.helper = helper
+        x.timeout = 290
+        return x
+    }
+
+    func testExpectationsAreComparedWhenBothSidesKnowThem() {
+        let r = Differ.diff([entry(21)], [entry(21)], contextA: model, contextB: kernel,
+                            expectationsA: [expectation(5000)], expectationsB: [expectation(6000)])
+        XCTAssertEqual(r.divergences.map(\.classes), [[.expectation], [.expectation]])
+        XCTAssertEqual(r.divergences.map(\.cause.code), ["expectation-gone", "helper-config"])
+        XCTAssertNotNil(r.divergences[0].expectationA)
+        XCTAssertNotNil(r.divergences[1].expectationB)
+        let unknown = Differ.diff([entry(21)], [entry(21)], expectationsA: [expectation(5000)], expectationsB: nil)
+        XCTAssertTrue(unknown.divergences.isEmpty, "a side that cannot say is not compared")
+    }
+
+    func testAMatchedExpectationDiffersByField() {
+        let r = Differ.diff([], [], expectationsA: [expectation(5000)], expectationsB: [expectation(5000, helper: "tftp")])
+        XCTAssertEqual(r.divergences.first?.cause.text, "the expectation's helper differs")
+        let text = DiffFormat.text(r, a: model, b: kernel, color: false)
+        XCTAssertTrue(text.contains("a: expect 290 proto=6 src=203.0.113.2"), text)
+        XCTAssertTrue(DiffFormat.json(r, a: model, b: kernel).contains("\"expectation_b\":{\"v\":1,\"kind\":\"expectation\""))
+    }
+
+    func testACaptureGapIsNamedBeforeAnInvalidPacket() {
+        var m = model
+        m.invalidPackets[entry(1).original] = (frame: 42, reason: "ACK over upper bound")
+        m.captureGaps[entry(1).original] = 42
+        let r = Differ.diff([entry(1, state: .established)], [entry(1, state: .close)], contextA: m, contextB: kernel)
+        XCTAssertEqual(r.divergences.first?.cause.code, "capture-dropped")
+    }
+
     func testSummaryAndJSONNameEveryClass() {
         let r = Differ.diff([entry(1), entry(2, mark: 1)], [entry(2), entry(3)], contextA: model, contextB: kernel)
         XCTAssertEqual(r.byClass.map(\.0), [.onlyInA, .onlyInB, .mark])
@@ -128,6 +167,20 @@ final class SyncPlanTests: XCTestCase {
         XCTAssertEqual(u.mark, 7)
         XCTAssertNil(u.timeout, "only what differs is written")
         XCTAssertNil(u.labels)
+    }
+
+    func testExpectationsAreCreatedDeletedOrReplaced() {
+        let t = Tuple(source: IPAddress("198.51.100.2")!, destination: IPAddress("192.0.2.1")!, l4proto: 6, destinationPort: 5000)
+        var x = Expectation(master: entry(21).original, tuple: t, mask: t)
+        x.helper = "ftp"
+        var y = x
+        y.helper = "other"
+        let missing = SyncPlanner.plan(Differ.diff([], [], expectationsA: [x], expectationsB: []))
+        XCTAssertEqual(missing, [.createExpectation(x)])
+        let stale = SyncPlanner.plan(Differ.diff([], [], expectationsA: [], expectationsB: [x]))
+        XCTAssertEqual(stale, [.deleteExpectation(x)])
+        let changed = SyncPlanner.plan(Differ.diff([], [], expectationsA: [x], expectationsB: [y]))
+        XCTAssertEqual(changed, [.deleteExpectation(y), .createExpectation(x)])
     }
 
     func testOnlyLimitsThePlan() {
