@@ -13,12 +13,25 @@ public enum Causes {
     public static func onlyIn(_ e: ConntrackEntry, present: SideContext, absent: SideContext) -> Cause {
         switch (present.kind, absent.kind) {
         case (.kernel, .model), (.snapshot, .model), (.peer, .model):
+            if present.kind == .kernel, let o = e.countersOriginal, let r = e.countersReply, o.packets == 0, r.packets == 0 {
+                return Cause("created-by-program", "no packet was ever counted on it: created over ctnetlink by a program " +
+                             "(conntrack -I, conntrackd commit, ctsync create), not by traffic")
+            }
             if absent.captureDropped {
                 return Cause("capture-dropped", "the capture dropped packets (libpcap counters), possibly this connection's")
             }
             return Cause("not-in-capture", "no packet of it was captured: the connection began before the capture, " +
                          "took another path, or was created by a program over ctnetlink (conntrack -I, conntrackd)")
         case (.model, _):
+            if absent.tableNearlyFull {
+                let fill = absent.tableCount.map { c in absent.tableMax.map { " (\(c) of nf_conntrack_max \($0))" } ?? "" } ?? ""
+                let drops = absent.tableDrops > 0 ? ", \(absent.tableDrops) connections dropped for want of room" : ""
+                return Cause("table-full", "\(absent.name)'s table is full\(fill)\(drops): it refused this connection " +
+                             "or early-dropped it to make room")
+            }
+            if let bad = present.invalidPackets[key(e)], let differs = trackingSysctlDifference(present, absent) {
+                return Cause("tracking-sysctl", "frame \(bad.frame) was invalid to the model (\(bad.reason)), and \(differs)")
+            }
             if let frame = present.captureGaps[key(e)] {
                 return Cause("capture-dropped", "frame \(frame) acknowledges data the capture never held: the capture missed packets " +
                              "of this connection, and what the kernel did with them is unknown")
@@ -56,12 +69,55 @@ public enum Causes {
         }
     }
 
+    /// Sysctls that decide whether a packet is valid, not how long an entry lives.
+    static let trackingSysctls = ["nf_conntrack_tcp_be_liberal", "nf_conntrack_tcp_loose", "nf_conntrack_tcp_ignore_invalid_rst",
+                                  "nf_conntrack_tcp_max_retrans", "nf_conntrack_checksum"]
+
+    /// "NAME is X on A and Y on B" for the first tracking sysctl that differs, when both are known.
+    static func trackingSysctlDifference(_ a: SideContext, _ b: SideContext) -> String? {
+        guard let sa = a.sysctls, let sb = b.sysctls else { return nil }
+        for name in trackingSysctls {
+            if let x = sa[name], let y = sb[name], x != y { return "\(name) is \(x) on \(a.name) and \(y) on \(b.name)" }
+        }
+        return nil
+    }
+
+    static let causePriority: [DivergenceClass] = [.zone, .reply, .helper, .master, .mark, .labels, .tcpState, .status, .counters, .timeout]
+
+    /// The sysctl that sets this entry's current timeout (nf_conntrack_proto_*.c).
+    public static func timeoutSysctl(_ e: ConntrackEntry) -> String? {
+        let assured = e.status?.contains(.assured) == true
+        switch e.original.l4 {
+        case .tcp:
+            guard let s = e.tcpState, s != .none else { return nil }
+            return "nf_conntrack_tcp_timeout_" + (s == .synSent2 ? "syn_sent" : s.text.lowercased())
+        case .udp, .udplite: return assured ? "nf_conntrack_udp_timeout_stream" : "nf_conntrack_udp_timeout"
+        case .icmp: return "nf_conntrack_icmp_timeout"
+        case .icmpv6: return "nf_conntrack_icmpv6_timeout"
+        case .gre: return assured ? "nf_conntrack_gre_timeout_stream" : "nf_conntrack_gre_timeout"
+        case .sctp:
+            guard case .sctp(let i)? = e.protoInfo, let st = SCTPState(rawValue: i.state), st != .none else { return nil }
+            return "nf_conntrack_sctp_timeout_" + st.text.lowercased()
+        case .dccp: return nil
+        case .other: return "nf_conntrack_generic_timeout"
+        }
+    }
+
     /// A matched pair whose fields differ.
     public static func changed(_ classes: [DivergenceClass], _ a: ConntrackEntry, _ b: ConntrackEntry,
                                _ ca: SideContext, _ cb: SideContext) -> Cause {
         let model = ca.kind == .model ? (ca, a) : (cb.kind == .model ? (cb, b) : nil)
-        let first = classes.first ?? .status
+        // Configuration differences explain the rest (an EXPECTED bit follows a master,
+        // a state follows a helper), so they are named first.
+        let first = causePriority.first { classes.contains($0) } ?? classes.first ?? .status
+        if first == .timeout, let name = timeoutSysctl(a), let va = ca.sysctls?[name], let vb = cb.sysctls?[name], va != vb {
+            return Cause("timeout-sysctl", "\(name) is \(va) on \(ca.name) and \(vb) on \(cb.name)")
+        }
         if let (m, e) = model {
+            if let bad = m.invalidPackets[key(e)], [.tcpState, .counters, .timeout, .status].contains(first),
+               let differs = trackingSysctlDifference(ca, cb) {
+                return Cause("tracking-sysctl", "frame \(bad.frame) was invalid to the model (\(bad.reason)), and \(differs)")
+            }
             if let frame = m.captureGaps[key(e)] {
                 return Cause("capture-dropped", "frame \(frame) acknowledges data the capture never held: the capture missed packets " +
                              "of this connection, so the model judged the rest of it without them")

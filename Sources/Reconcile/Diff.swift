@@ -83,6 +83,19 @@ public struct SideContext: Sendable {
     /// Model only: connections with a packet acknowledging data the capture never held (the
     /// capture missed packets of them), by original tuple: the first such frame.
     public var captureGaps: [Tuple: Int] = [:]
+    /// The net.netfilter sysctls in force on this side (short names), when known.
+    public var sysctls: [String: Int]?
+    /// The table was at (or within 5% of) nf_conntrack_max: new connections may have been
+    /// refused or early-dropped; `tableCount`/`tableMax` say how full.
+    public var tableCount: Int?
+    public var tableMax: Int?
+    /// Connections the kernel dropped or early-dropped for want of room (its statistics).
+    public var tableDrops = 0
+    public var tableNearlyFull: Bool {
+        if tableDrops > 0 { return true }
+        guard let c = tableCount, let m = tableMax, m > 0 else { return false }
+        return c * 100 >= m * 95
+    }
     public init(kind: Kind, name: String) { self.kind = kind; self.name = name }
 }
 

@@ -118,11 +118,19 @@ enum TableSides {
                 let table = try ConntrackTable()
                 _ = try table.dump { entries.append($0) }
                 _ = try table.dumpExpectations { expectations.append($0) }
+                var context = SideContext(kind: .kernel, name: "kernel")
+                context.sysctls = Sysctls.read().values
+                let count = try table.count()
+                context.tableCount = Int(count.entries)
+                context.tableMax = count.max.map(Int.init) ?? context.sysctls?["nf_conntrack_max"]
+                context.tableDrops = try table.cpuStats().reduce(0) { sum, cpu in
+                    sum + cpu.values.filter { $0.name == "drop" || $0.name == "early_drop" }.reduce(0) { $0 + Int($1.value) }
+                }
+                return TableSide(entries: entries, expectations: expectations, context: context)
             } catch {
                 printError("\(program): kernel: \(error)")
                 throw ExitCode(2)
             }
-            return TableSide(entries: entries, expectations: expectations, context: SideContext(kind: .kernel, name: "kernel"))
         }
         if spec.hasPrefix("snapshot:") {
             let file = String(spec.dropFirst("snapshot:".count))
@@ -133,8 +141,10 @@ enum TableSides {
             }
             // A snapshot without a header may be plain `dump -o json` output, which has no
             // expectations: only a `snapshot save` file speaks for its expectation table.
+            var context = SideContext(kind: .snapshot, name: file)
+            context.sysctls = contents.header?.sysctls
             return TableSide(entries: contents.entries, expectations: contents.header != nil ? contents.expectations : nil,
-                             context: SideContext(kind: .snapshot, name: file))
+                             context: context)
         }
         let files = spec.dropFirst("model:".count).split(separator: ",").map(String.init)
         let config: ModelConfiguration
@@ -161,6 +171,9 @@ enum TableSides {
         context.pickedUp = seen.pickedUp
         context.invalidPackets = seen.invalid
         context.captureGaps = seen.gaps
+        context.sysctls = config.sysctls.values
+        context.tableCount = tracker.liveCount(at: now)
+        context.tableMax = config.sysctls["nf_conntrack_max"]
         return TableSide(entries: tracker.entries(at: now), expectations: tracker.expectationList(at: now), context: context)
     }
 }

@@ -131,6 +131,39 @@ final class DiffTests: XCTestCase {
         XCTAssertEqual(r.divergences.first?.cause.code, "capture-dropped")
     }
 
+    func testAFullKernelTableExplainsEntriesOnlyTheModelHas() {
+        var k = kernel
+        k.tableCount = 99
+        k.tableMax = 100
+        let r = Differ.diff([entry(1)], [], contextA: model, contextB: k)
+        XCTAssertEqual(r.divergences.first?.cause.code, "table-full")
+        XCTAssertTrue(r.divergences.first?.cause.text.contains("99 of nf_conntrack_max 100") == true)
+        k.tableCount = 10
+        XCTAssertEqual(Differ.diff([entry(1)], [], contextA: model, contextB: k).divergences.first?.cause.code, "gone-from-kernel")
+        k.tableDrops = 3
+        XCTAssertEqual(Differ.diff([entry(1)], [], contextA: model, contextB: k).divergences.first?.cause.code, "table-full",
+                       "drops counted by the kernel say the same")
+    }
+
+    func testAKernelEntryWithoutPacketsWasCreatedByAProgram() {
+        var e = entry(1)
+        e.countersOriginal = Counters(packets: 0, bytes: 0)
+        e.countersReply = Counters(packets: 0, bytes: 0)
+        XCTAssertEqual(Differ.diff([], [e], contextA: model, contextB: kernel).divergences.first?.cause.code, "created-by-program")
+    }
+
+    func testTheTimeoutSysctlIsNamedByProtocolAndState() {
+        XCTAssertEqual(Causes.timeoutSysctl(entry(1, state: .timeWait)), "nf_conntrack_tcp_timeout_time_wait")
+        XCTAssertEqual(Causes.timeoutSysctl(entry(1, state: .synSent2)), "nf_conntrack_tcp_timeout_syn_sent")
+        XCTAssertEqual(Causes.timeoutSysctl(entry(1, proto: 17, status: [.confirmed])), "nf_conntrack_udp_timeout")
+        XCTAssertEqual(Causes.timeoutSysctl(entry(1, proto: 17)), "nf_conntrack_udp_timeout_stream")
+        var m = model, k = kernel
+        m.sysctls = ["nf_conntrack_udp_timeout_stream": 120]
+        k.sysctls = ["nf_conntrack_udp_timeout_stream": 60]
+        let r = Differ.diff([entry(1, proto: 17, timeout: 119)], [entry(1, proto: 17, timeout: 59)], contextA: m, contextB: k)
+        XCTAssertEqual(r.divergences.first?.cause.text, "nf_conntrack_udp_timeout_stream is 120 on model and 60 on kernel")
+    }
+
     func testSummaryAndJSONNameEveryClass() {
         let r = Differ.diff([entry(1), entry(2, mark: 1)], [entry(2), entry(3)], contextA: model, contextB: kernel)
         XCTAssertEqual(r.byClass.map(\.0), [.onlyInA, .onlyInB, .mark])

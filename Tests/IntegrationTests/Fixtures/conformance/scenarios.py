@@ -17,6 +17,14 @@ Usage (root):
   scenarios.py describe                  name<TAB>section<TAB>what it checks
   scenarios.py run NAME PREFIX OUTDIR    env CTSYNC = path of the ctsync binary
 
+Divergence tests (issue 5) reuse the scenarios: with DIFF_DROP set (model options to leave
+out, comma-separated: "--helper" drops every --helper, "--sysctl=NAME" the --sysctl whose
+value starts with NAME; "" drops nothing), after the dump the lab stays up
+for `ctsync diff --pcap capture.pcap --sysctls builtin ARGS -o json` in the router
+namespace (ARGS: the scenario's model arguments without the dropped options), run after the
+shell command DIFF_BEFORE if given (e.g. a change made behind the model's back);
+OUTDIR/diff.json, diff.rc and diff.err hold its output.
+
 Addresses: client 198.51.100.2 / 2001:db8:1::2, server 203.0.113.2 / 2001:db8:2::2,
 router 198.51.100.1 (r0) and 203.0.113.1 (r1). Crafted flows use ports 40000-40999 (and
 21 for FTP control); the end hosts drop those on input so their kernels never answer.
@@ -49,7 +57,7 @@ SCENARIOS = {}
 
 
 def scenario(name, section, what, capture='r0', sysctls=None, nft=None, helper=False,
-             zone=None, mark=None, nat=False, icmp_guard=True):
+             zone=None, mark=None, label=None, nat=False, icmp_guard=True):
     """Registers a scenario.
 
     capture    'r0' (client side of the router; sees both directions of forwarded
@@ -57,7 +65,7 @@ def scenario(name, section, what, capture='r0', sysctls=None, nft=None, helper=F
     sysctls    router sysctls besides nf_conntrack_acct=1 (short names)
     nft        extra router ruleset (nft -f text)
     helper     the FTP helper rules are loaded (model: --helper ftp:tcp/21)
-    zone/mark  model arguments (--zone / --mark) matching the scenario's nft rules
+    zone/mark/label  model arguments (--zone / --mark / --label) matching the nft rules
     nat        the router has NAT chains (model: --nat)
     icmp_guard end hosts also drop ICMP echo/timestamp requests (crafted ICMP); off for
                scenarios whose traffic needs the end hosts' kernels to answer pings
@@ -66,7 +74,7 @@ def scenario(name, section, what, capture='r0', sysctls=None, nft=None, helper=F
         assert name not in SCENARIOS, name
         SCENARIOS[name] = dict(fn=fn, section=section, what=what, capture=capture,
                                sysctls=dict(sysctls or {}), nft=nft, helper=helper,
-                               zone=zone, mark=mark, nat=nat, icmp_guard=icmp_guard)
+                               zone=zone, mark=mark, label=label, nat=nat, icmp_guard=icmp_guard)
         return fn
     return reg
 
@@ -252,6 +260,8 @@ class Lab:
             args += ['--zone', str(self.spec['zone'])]
         if self.spec['mark'] is not None:
             args += ['--mark', self.spec['mark']]
+        if self.spec['label'] is not None:
+            args += ['--label', self.spec['label']]
         if self.spec['nat']:
             args += ['--nat']
         with open(os.path.join(self.outdir, 'args'), 'w') as f:
@@ -1024,6 +1034,23 @@ def _(lab):
     udp(lab, 'c', 40713, sport=40010)
 
 
+@scenario('labels', '8', 'ct label set 3 for tcp dport 40012 in forward -> that entry has label 3 (0x8), another flow none', label='3:proto=tcp,dport=40012',
+          nft="""
+table inet ctlabel {
+  chain forward_label {
+    type filter hook forward priority 0; policy accept;
+    tcp dport 40012 ct label set 3
+  }
+}
+""")
+def _(lab):
+    k = TCPFlow(lab, 40714, sport=40012)
+    k.handshake()
+    k.c('PA', 1001, 5001, data=b'l' * 10)
+    k2 = TCPFlow(lab, 40715, sport=40013)
+    k2.handshake()
+
+
 @scenario('snat_masquerade', '12', 'masquerade on r1 (capture -i any): TCP, UDP and ping from the client -> reply tuples to 203.0.113.1, SRC_NAT|SRC_NAT_DONE|DST_NAT_DONE; a server-initiated flow gets only the *_DONE bits',
           capture='any', nat=True, icmp_guard=False, nft="""
 table inet ctnat {
@@ -1112,8 +1139,33 @@ def run(name, prefix, outdir):
         time.sleep(0.3)
         lab.stop_capture()
         lab.collect()
+        if 'DIFF_DROP' in os.environ:
+            diff(lab, outdir, ctsync)
     finally:
         lab.down()
+
+
+def diff(lab, outdir, ctsync):
+    drop = set(o for o in os.environ['DIFF_DROP'].split(',') if o)
+    with open(os.path.join(outdir, 'args')) as f:
+        args = f.read().split('\n')[:-1]
+    kept = []
+    i = 0
+    while i < len(args):
+        if args[i] in drop or any(d.startswith(args[i] + '=') and args[i + 1].startswith(d.split('=', 1)[1]) for d in drop):
+            i += 2
+            continue
+        kept.append(args[i])
+        i += 1
+    before = os.environ.get('DIFF_BEFORE')
+    if before:
+        lab.on('router', 'bash -c ' + quote(before))
+    cmd = ' '.join(quote(a) for a in [ctsync, 'diff', '--pcap', os.path.join(outdir, 'capture.pcap'),
+                                       '--sysctls', 'builtin'] + kept + ['-o', 'json'])
+    r = lab.on('router', cmd, check=False)
+    for name, text in (('diff.json', r.stdout), ('diff.err', r.stderr), ('diff.rc', f'{r.returncode}\n')):
+        with open(os.path.join(outdir, name), 'w') as f:
+            f.write(text)
 
 
 def _terminated(signum, frame):
