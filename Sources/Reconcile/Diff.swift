@@ -106,6 +106,10 @@ public struct DiffReport: Sendable {
     public var countA: Int
     public var countB: Int
 
+    public init(divergences: [Divergence], matched: Int, countA: Int, countB: Int) {
+        self.divergences = divergences; self.matched = matched; self.countA = countA; self.countB = countB
+    }
+
     /// Divergences by their primary class.
     public var byClass: [(DivergenceClass, Int)] {
         var c: [DivergenceClass: Int] = [:]

@@ -42,24 +42,49 @@ public enum DiffFormat {
         }
         out.append(contentsOf: Array("}}\n".utf8))
         for d in r.divergences {
-            out.append(contentsOf: Array("{\"v\":1,\"kind\":\"divergence\",\"classes\":[".utf8))
-            for (i, k) in d.classes.enumerated() { if i > 0 { out.append(44) }; str(k.rawValue) }
-            out.append(contentsOf: Array("],\"cause\":".utf8)); str(d.cause.code)
-            out.append(contentsOf: Array(",\"explanation\":".utf8)); str(d.cause.text)
-            for (name, e) in [("a", d.a), ("b", d.b)] {
-                guard let e else { continue }
-                out.append(contentsOf: Array(",\"\(name)\":".utf8))
-                var entry: [UInt8] = []
-                ConntrackJSON.write(e, to: &entry)
-                out.append(contentsOf: entry)
-            }
-            for (name, x) in [("expectation_a", d.expectationA), ("expectation_b", d.expectationB)] {
-                guard let x else { continue }
-                out.append(contentsOf: Array(",\"\(name)\":".utf8))
-                ConntrackJSON.write(x, to: &out)
-            }
-            out.append(contentsOf: Array("}\n".utf8))
+            write(d, to: &out)
+            out.append(10)
         }
         return String(decoding: out, as: UTF8.self)
+    }
+
+    /// One divergence as a JSON object (`"kind":"divergence"`).
+    public static func jsonObject(_ d: Divergence) -> String {
+        var out: [UInt8] = []
+        write(d, to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func write(_ d: Divergence, to out: inout [UInt8]) {
+        func str(_ s: String) { ConntrackJSON.writeString(s, to: &out) }
+        out.append(contentsOf: Array("{\"v\":1,\"kind\":\"divergence\",\"classes\":[".utf8))
+        for (i, k) in d.classes.enumerated() { if i > 0 { out.append(44) }; str(k.rawValue) }
+        out.append(contentsOf: Array("],\"cause\":".utf8)); str(d.cause.code)
+        out.append(contentsOf: Array(",\"explanation\":".utf8)); str(d.cause.text)
+        for (name, e) in [("a", d.a), ("b", d.b)] {
+            guard let e else { continue }
+            out.append(contentsOf: Array(",\"\(name)\":".utf8))
+            ConntrackJSON.write(e, to: &out)
+        }
+        for (name, x) in [("expectation_a", d.expectationA), ("expectation_b", d.expectationB)] {
+            guard let x else { continue }
+            out.append(contentsOf: Array(",\"\(name)\":".utf8))
+            ConntrackJSON.write(x, to: &out)
+        }
+        out.append(125)
+    }
+
+    /// The connection (or expectation) a divergence is about, as one conntrack-style line:
+    /// side a's view where it has one.
+    public static func oneLine(_ d: Divergence) -> String {
+        var bytes: [UInt8] = []
+        let options = TextFormatOptions(showLayer3: true)
+        if let e = d.a ?? d.b {
+            ConntrackText.write(e, options: options, to: &bytes)
+        } else if let x = d.expectationA ?? d.expectationB {
+            bytes.append(contentsOf: Array("expect ".utf8))
+            ConntrackText.write(x, options: options, to: &bytes)
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 }

@@ -46,7 +46,8 @@ struct Ctsync: ParsableCommand {
         Writes are refused in the host's own network namespace unless --host-table is given.
         """,
         subcommands: [Dump.self, Get.self, Create.self, Update.self, Delete.self, Flush.self,
-                      Count.self, Stats.self, Events.self, Conntrack.self, Show.self, Capture.self, Track.self, Diff.self, Sync.self, Snapshot.self]
+                      Count.self, Stats.self, Events.self, Conntrack.self, Show.self, Capture.self, Track.self, Diff.self, Sync.self, Snapshot.self,
+                      Watch.self]
     )
 }
 

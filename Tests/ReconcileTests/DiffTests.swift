@@ -235,3 +235,33 @@ final class SyncPlanTests: XCTestCase {
         XCTAssertEqual(plan([nat], [entry(6)]).map(\.verb), ["recreate"])
     }
 }
+
+final class DivergenceWatchTests: XCTestCase {
+    let s: UInt64 = 1_000_000_000
+    func report(_ d: [Divergence]) -> DiffReport { DiffReport(divergences: d, matched: 0, countA: 0, countB: 0) }
+    func gone(_ sport: UInt16) -> Divergence {
+        let o = Tuple(source: IPAddress("192.0.2.1")!, destination: IPAddress("192.0.2.2")!, l4proto: 17, sourcePort: sport, destinationPort: 53)
+        return Divergence(a: ConntrackEntry(original: o, reply: o.inverted()), b: nil, classes: [.onlyInA], cause: Cause("x", "x"))
+    }
+
+    func testADivergenceShorterThanTheGraceIsNeverReported() {
+        var w = DivergenceWatch(grace: 2 * s)
+        XCTAssertEqual(w.update(report([gone(1)]), at: 10 * s), [])
+        XCTAssertEqual(w.update(report([gone(1)]), at: 11 * s), [])
+        XCTAssertEqual(w.update(report([]), at: 12 * s), [], "ended inside the grace period: no alarm, no resolution")
+        XCTAssertEqual(w.appearedTotal, 0)
+    }
+
+    func testALastingDivergenceIsReportedOnceThenResolved() {
+        var w = DivergenceWatch(grace: 2 * s)
+        _ = w.update(report([gone(1)]), at: 10 * s)
+        XCTAssertEqual(w.update(report([gone(1)]), at: 12 * s), [.appeared(gone(1), since: 10 * s)])
+        XCTAssertEqual(w.update(report([gone(1)]), at: 13 * s), [], "reported once")
+        XCTAssertEqual(w.currentByClass[.onlyInA], 1)
+        XCTAssertEqual(w.update(report([]), at: 15 * s), [.resolved(gone(1), lasted: 5 * s)])
+        XCTAssertEqual(w.currentByClass[.onlyInA], nil)
+        let text = WatchMetrics.render(w, WatchMetrics.Gauges())
+        XCTAssertTrue(text.contains("ctsync_divergences_resolved_total 1\n"), text)
+        XCTAssertTrue(text.contains("# TYPE ctsync_divergences gauge\n"), text)
+    }
+}
