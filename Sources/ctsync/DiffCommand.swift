@@ -28,6 +28,8 @@ extension Ctsync {
         @Option(help: "timeouts within this many seconds are equal") var tolerance: UInt32 = 2
         @Option(help: "classes to leave out, comma-separated: \(DivergenceClass.ignorable.map(\.rawValue).joined(separator: ","))")
         var ignore: String?
+        @Option(name: .customLong("where"), parsing: .unconditional, help: "conntrack -L filters limiting the compared entries, e.g. \"-p tcp --dport 443 -s 192.0.2.0/24\"")
+        var filterText: String?
         @OptionGroup var model: ModelOptions
 
         func validate() throws {
@@ -50,7 +52,10 @@ extension Ctsync {
 
         func run() throws {
             let specs = pcap.isEmpty ? sides : ["model:" + pcap.joined(separator: ","), "kernel"]
-            let (a, b) = try TableSides.load(specs[0], specs[1], model: model, program: "ctsync diff")
+            let filter = try TableSides.filter(filterText, program: "ctsync diff")
+            var (a, b) = try TableSides.load(specs[0], specs[1], model: model, program: "ctsync diff")
+            TableSides.restrict(&a, to: filter)
+            TableSides.restrict(&b, to: filter)
             var options = DiffOptions(tolerance: tolerance)
             options.ignore = Set((ignore ?? "").split(separator: ",").compactMap { DivergenceClass(rawValue: String($0)) })
             let report = TableSides.compare(a, b, options: options)
@@ -179,6 +184,30 @@ enum TableSides {
 }
 
 extension TableSides {
+    /// `--where "FILTERS"`: conntrack -L filter options limiting the compared entries.
+    static func filter(_ text: String?, program: String) throws -> EntryFilter? {
+        guard let text, !text.trimmingCharacters(in: .whitespaces).isEmpty else { return nil }
+        do {
+            let args = try ConntrackArguments.parse(text.split(separator: " ").map(String.init), fixed: .list,
+                                                    labelNames: { LabelMap.load() })
+            return args.filter
+        } catch {
+            printError("\(program): --where: \(error)")
+            throw ExitCode(2)
+        }
+    }
+
+    /// Keeps the entries the filter matches, and the expectations whose master is one of them.
+    static func restrict(_ side: inout TableSide, to filter: EntryFilter?) {
+        guard let filter else { return }
+        side.entries.removeAll { !filter.matches($0) }
+        side.index = nil
+        if side.expectations != nil {
+            let masters = Set(side.entries.map { e -> Tuple in var t = e.original; t.zone = nil; return t })
+            side.expectations!.removeAll { x in var t = x.master; t.zone = nil; return !masters.contains(t) }
+        }
+    }
+
     /// Compares two sides; counters only when both sides have them.
     static func compare(_ a: TableSide, _ b: TableSide, options: DiffOptions) -> DiffReport {
         var options = options

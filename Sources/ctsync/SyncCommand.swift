@@ -23,6 +23,8 @@ extension Ctsync {
         @Option(help: "repair only these: \(SyncScope.allCases.map(\.rawValue).joined(separator: ","))") var only: String?
         @Option(help: "timeouts within this many seconds are equal") var tolerance: UInt32 = 2
         @Flag(help: "allow writing to the host's own conntrack table") var hostTable = false
+        @Option(name: .customLong("where"), parsing: .unconditional, help: "conntrack -L filters limiting what is compared and repaired, e.g. \"-p udp --dport 53\"")
+        var filterText: String?
         @OptionGroup var model: ModelOptions
 
         func validate() throws {
@@ -37,7 +39,10 @@ extension Ctsync {
         }
 
         func compare() throws -> DiffReport {
-            let (a, b) = try TableSides.load(source, "kernel", model: model, program: "ctsync sync")
+            let filter = try TableSides.filter(filterText, program: "ctsync sync")
+            var (a, b) = try TableSides.load(source, "kernel", model: model, program: "ctsync sync")
+            TableSides.restrict(&a, to: filter)
+            TableSides.restrict(&b, to: filter)
             return TableSides.compare(a, b, options: DiffOptions(tolerance: tolerance))
         }
 

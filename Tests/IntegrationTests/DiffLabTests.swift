@@ -47,3 +47,33 @@ final class DiffLabTests: XCTestCase {
         XCTAssertEqual(bad.stderr.split(separator: "\n").count, 1, bad.stderr)
     }
 }
+
+/// `ctsync diff` on snapshot files (no root needed).
+final class SnapshotDiffTests: XCTestCase {
+    func line(_ sport: Int, proto: Int = 17, mark: Int = 0) -> String {
+        #"{"v":1,"family":"ipv4","proto":\#(proto),"orig":{"src":"192.0.2.1","dst":"192.0.2.2","sport":\#(sport),"dport":53},"# +
+            #""reply":{"src":"192.0.2.2","dst":"192.0.2.1","sport":53,"dport":\#(sport)},"status":8,"timeout":30,"mark":\#(mark)}"#
+    }
+
+    func testWhereLimitsTheComparedEntries() throws {
+        let dir = NSTemporaryDirectory() + "snapdiff-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try [line(1000), line(1001), line(1002, proto: 6)].joined(separator: "\n").write(toFile: dir + "/a", atomically: true, encoding: .utf8)
+        try [line(1000, mark: 7), line(1002, proto: 6, mark: 1)].joined(separator: "\n").write(toFile: dir + "/b", atomically: true, encoding: .utf8)
+        let all = Lab.run("\(Lab.ctsync) diff snapshot:\(dir)/a snapshot:\(dir)/b -o json")
+        XCTAssertEqual(all.status, 1)
+        XCTAssertTrue(all.stdout.contains(#""by_class":{"only-in-a":1,"mark":2}"#), all.stdout)
+        let one = Lab.run("\(Lab.ctsync) diff snapshot:\(dir)/a snapshot:\(dir)/b -o json --where '-p udp --sport 1001'")
+        XCTAssertEqual(one.status, 1)
+        XCTAssertTrue(one.stdout.contains(#""count_a":1,"count_b":0"#), one.stdout)
+        XCTAssertTrue(one.stdout.contains(#""by_class":{"only-in-a":1}"#), one.stdout)
+        let bad = Lab.run("\(Lab.ctsync) diff snapshot:\(dir)/a snapshot:\(dir)/b --where '-p nosuchproto'")
+        XCTAssertEqual(bad.status, 2)
+        XCTAssertEqual(bad.stderr.split(separator: "\n").count, 1, bad.stderr)
+        try "{\"v\":1,\"proto\":17}\n".write(toFile: dir + "/broken", atomically: true, encoding: .utf8)
+        let broken = Lab.run("\(Lab.ctsync) diff snapshot:\(dir)/a snapshot:\(dir)/broken")
+        XCTAssertEqual(broken.status, 2)
+        XCTAssertEqual(broken.stderr, "ctsync diff: \(dir)/broken:1: missing or bad \"orig\"\n")
+    }
+}
