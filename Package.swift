@@ -28,6 +28,8 @@ let package = Package(
         .target(name: "PacketCapture", dependencies: ["CPcap"], swiftSettings: crossModule),
         .target(name: "ConntrackModel", dependencies: ["ConntrackCore", "PacketDecoding"], swiftSettings: crossModule),
         .target(name: "Reconcile", dependencies: ["ConntrackCore"]),
+        // Replication frames (ctsync's, authenticated) and conntrackd's sync messages: pure codecs.
+        .target(name: "ReplicationProtocol", dependencies: ["ConntrackCore"]),
         .systemLibrary(
             name: "CNetfilterConntrack",
             pkgConfig: "libnetfilter_conntrack",
@@ -60,6 +62,7 @@ let package = Package(
         .testTarget(name: "KernelConntrackTests", dependencies: ["KernelConntrack", "ConntrackCore"]),
         .testTarget(name: "ConntrackModelTests", dependencies: ["ConntrackModel", "ConntrackCore"]),
         .testTarget(name: "ReconcileTests", dependencies: ["Reconcile", "ConntrackCore"]),
+        .testTarget(name: "ReplicationProtocolTests", dependencies: ["ReplicationProtocol", "ConntrackCore"]),
         .testTarget(name: "PacketDecodingTests", dependencies: ["PacketDecoding", "PacketCapture", "ConntrackCore"]),
         .testTarget(
             name: "IntegrationTests",

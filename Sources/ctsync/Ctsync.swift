@@ -60,6 +60,11 @@ protocol TableCommand: ParsableCommand {
 extension TableCommand {
     func run() throws {
         _ = Ctsync.logging
+        // The arguments pass through to conntrack's parser, so help is answered here.
+        if arguments.first == "--help" || arguments.first == "-h" {
+            print(Ctsync.helpMessage(for: Self.self))
+            return
+        }
         let names = LazyLabels()
         let parsed: ConntrackArguments
         do {

@@ -145,6 +145,12 @@ extension Ctsync.Snapshot {
                         printError("ctsync snapshot load: expectation \(x.tuple.source) -> \(x.tuple.destination): \(error)")
                     }
                 }
+                // The kernel drops labels silently when no rule reserved room for them.
+                if let labelled = entries.first(where: { !($0.labels ?? Labels()).isEmpty && ($0.timeout ?? .max) > elapsed }),
+                   let back = try? table.get(labelled.original, zone: labelled.zone), (back.labels ?? Labels()).isEmpty {
+                    printError("ctsync snapshot load: warning: labels were not kept: this namespace's entries have no room for " +
+                               "labels (load an nft rule that uses ct label, then load again)")
+                }
                 printError("ctsync snapshot load: \(entries.count - expired - failures.count) entries loaded"
                            + (expired > 0 ? ", \(expired) skipped (expired since the save)" : "")
                            + (contents.expectations.isEmpty ? "" : ", \(loadedExpectations) expectations"))

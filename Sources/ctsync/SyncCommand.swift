@@ -88,16 +88,23 @@ extension Ctsync {
                 case .cannot, .createExpectation, .deleteExpectation: break
                 }
             }
-            var failed = 0
+            var failed = 0, expectationWrites = 0
             do {
                 let table = try ConntrackTable(allowHostTableWrites: hostTable)
                 let writer = try BatchWriter(table: table)
                 for w in writes { try writer.add(w) }
                 for f in try writer.finish() {
-                    printError("ctsync sync: write \(f.index + 1): \(ConntrackRunner.message(f.error))")
+                    failed += 1
+                    var why = ConntrackRunner.message(f.error)
+                    if f.error.errno == ENOSPC, case .update(let e) = writes[f.index], e.labels != nil {
+                        why = "labels cannot be stored: this namespace's entries have no room for labels (no nft rule uses ct label)"
+                    }
+                    printError("ctsync sync: write \(f.index + 1): \(why)")
                 }
                 // Expectations after entries: a created expectation needs its master.
                 for a in plan {
+                    if case .createExpectation = a { expectationWrites += 1 }
+                    if case .deleteExpectation = a { expectationWrites += 1 }
                     do {
                         switch a {
                         case .deleteExpectation(let x): try table.deleteExpectation(x.tuple)
@@ -116,8 +123,8 @@ extension Ctsync {
             let after = try compare()
             let left = SyncPlanner.plan(after, scopes: scopes)
             let repairable = left.filter { if case .cannot = $0 { return false } else { return true } }
-            printError("ctsync sync: \(writes.count) writes applied\(failed > 0 ? " (\(failed) expectation writes failed)" : ""); \(after.divergences.count) divergences left, \(repairable.count) repairable")
-            throw ExitCode(repairable.isEmpty ? 0 : 1)
+            printError("ctsync sync: \(writes.count + expectationWrites - failed) writes applied, \(failed) failed; \(after.divergences.count) divergences left, \(repairable.count) repairable")
+            throw ExitCode(repairable.isEmpty && failed == 0 ? 0 : 1)
         }
     }
 }

@@ -27,6 +27,14 @@ final class ArgumentTests: XCTestCase {
         }
     }
 
+    func testTableSubcommandsAnswerHelp() {
+        for sub in ["dump", "count", "create"] {
+            let r = Lab.run("\(Lab.ctsync) \(sub) --help")
+            XCTAssertEqual(r.status, 0, sub)
+            XCTAssertTrue(r.stdout.contains("USAGE: ctsync \(sub)"), r.stdout)
+        }
+    }
+
     func testShowRejectsABadSnapshotWithItsLineNumber() throws {
         guard FileManager.default.isExecutableFile(atPath: Lab.ctsync) else { throw XCTSkip("ctsync not built") }
         let good = try String(contentsOfFile: Lab.packageRoot.appendingPathComponent("contrib/demo/snapshot.jsonl").path, encoding: .utf8)

@@ -181,6 +181,24 @@ final class KernelTableTests: XCTestCase {
         XCTAssertEqual(after.status, 0, after.stdout)
     }
 
+    func testLabelsTheNamespaceCannotStoreAreReportedNotCountedAsApplied() throws {
+        // No rule of this namespace uses ct label: its entries have no room for labels.
+        let ns = try namespace()
+        XCTAssertEqual(ns.ctsync("create -p udp -s 192.0.2.1 -d 198.51.100.3 --sport 5 --dport 53 -t 60").status, 0)
+        let file = "/tmp/ctsync-labels-\(ns.name).jsonl"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        XCTAssertEqual(ns.ctsync("snapshot save \(file)").status, 0)
+        let saved = try String(contentsOfFile: file, encoding: .utf8)
+        try saved.replacingOccurrences(of: "\"mark\":0", with: "\"mark\":0,\"labels\":\"0x2\"").write(toFile: file, atomically: true, encoding: .utf8)
+        let sync = ns.ctsync("sync snapshot:\(file) --apply")
+        XCTAssertEqual(sync.status, 1, sync.stderr)
+        XCTAssertTrue(sync.stderr.contains("labels cannot be stored"), sync.stderr)
+        XCTAssertTrue(sync.stderr.contains("0 writes applied, 1 failed"), sync.stderr)
+        XCTAssertEqual(ns.ctsync("flush").status, 0)
+        let load = ns.ctsync("snapshot load \(file)")
+        XCTAssertTrue(load.stderr.contains("warning: labels were not kept"), load.stderr)
+    }
+
     func testEventsAreSeenForCreateUpdateDelete() throws {
         let ns = try namespace()
         let out = "/tmp/ctsync-events-\(ns.name).jsonl"

@@ -10,6 +10,7 @@ usage: make_snapshots.py N A.jsonl B.jsonl
 """
 import random
 import sys
+import time
 
 TCP_STATES = ["ESTABLISHED", "TIME_WAIT", "SYN_SENT", "FIN_WAIT", "CLOSE_WAIT"]
 
@@ -32,9 +33,10 @@ def entry(i, rng, mark=0, state=None):
         fam = "ipv4"
     sport = 1024 + i % 64000
     dport = [443, 80, 53, 22, 8080][i % 5] if proto == 6 else 53
-    z = ',"zone":%d' % zone if zone else ""
-    orig = '{"src":"%s","dst":"%s","sport":%d,"dport":%d%s}' % (src, dst, sport, dport, z)
-    reply = '{"src":"%s","dst":"%s","sport":%d,"dport":%d%s}' % (dst, src, dport, sport, z)
+    # A zone set for both directions (ct zone set) is the top-level "zone" only, as
+    # `ctsync dump -o json` writes it; tuple zones are per-direction zones.
+    orig = '{"src":"%s","dst":"%s","sport":%d,"dport":%d}' % (src, dst, sport, dport)
+    reply = '{"src":"%s","dst":"%s","sport":%d,"dport":%d}' % (dst, src, dport, sport)
     if proto == 6:
         status, flags = 14, '["SEEN_REPLY","ASSURED","CONFIRMED"]'
         st = state or TCP_STATES[0 if i % 10 else 1]
@@ -56,8 +58,9 @@ def entry(i, rng, mark=0, state=None):
 
 def main():
     n, fa, fb = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    header = ('{"v":1,"kind":"snapshot","time":1795600000000000000,"kernel":"6.18.0",'
-              '"sysctls":{"nf_conntrack_acct":1}}\n')
+    # Saved "now", so that a load subtracts no time and skips nothing as expired.
+    header = ('{"v":1,"kind":"snapshot","time":%d,"kernel":"6.18.0",'
+              '"sysctls":{"nf_conntrack_acct":1}}\n' % time.time_ns())
     with open(fa, "w") as a, open(fb, "w") as b:
         a.write(header)
         b.write(header)

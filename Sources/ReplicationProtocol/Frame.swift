@@ -1,0 +1,190 @@
+import ConntrackCore
+
+/// ctsync's replication frames (docs/replication-protocol.md), version 1.
+///
+///     0   4  magic "CTSR"
+///     4   1  version (1)
+///     5   1  type (FrameType)
+///     6   2  flags (0; reserved)
+///     8   4  payload length, at most `maxPayload`
+///     12  8  sequence: 1 for the first frame a side sends on a connection, then +1
+///     20  n  payload
+///     20+n 32 HMAC-SHA-256 over bytes 0..<20+n
+///
+/// All integers big-endian. HELLO frames are authenticated with the pre-shared key; every
+/// later frame with the session key both HELLOs derive (`Session`). A frame with a wrong
+/// magic, version, type, length or MAC, or a sequence number other than the next one,
+/// ends the connection and changes nothing.
+public enum FrameType: UInt8, Sendable, CaseIterable {
+    /// Payload: 16-byte nonce, u16 protocol version, u32 feature bits, node name (UTF-8).
+    case hello = 1
+    /// Payload: u8 event (0 new, 1 update, 2 destroy), then one entry as a JSON line (docs/json.md).
+    case entry = 2
+    /// Payload: u8 event, then one expectation as a JSON line.
+    case expectation = 3
+    /// Payload: u64 highest sequence number received and applied.
+    case ack = 4
+    /// Payload: u64 entries to follow; the receiver replaces its copy with what comes before BULK_END.
+    case bulkBegin = 5
+    case bulkEnd = 6
+    /// Ask the peer for a full bulk transfer (after a restart or lost events). No payload.
+    case resyncRequest = 7
+    /// Anti-entropy: u32 bucket count, then one u64 digest per bucket of the sender's table.
+    case digest = 8
+    /// The buckets whose digests differ: u32 count, then u32 bucket numbers; the peer re-sends them.
+    case bucketsRequest = 9
+    /// Keep-alive. No payload.
+    case alive = 10
+    /// Payload: UTF-8 text; the sender closes the connection after it.
+    case error = 11
+}
+
+public struct Frame: Sendable, Equatable {
+    public var type: FrameType
+    public var sequence: UInt64
+    public var payload: [UInt8]
+    public init(type: FrameType, sequence: UInt64, payload: [UInt8] = []) {
+        self.type = type; self.sequence = sequence; self.payload = payload
+    }
+}
+
+public struct FrameError: Error, Equatable, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+    public init(_ m: String) { message = m }
+}
+
+public enum FrameCodec {
+    public static let magic: [UInt8] = Array("CTSR".utf8)
+    public static let version: UInt8 = 1
+    public static let headerSize = 20
+    public static let macSize = 32
+    /// Large enough for any one entry or a digest of 65536 buckets; bulk transfers are many frames.
+    public static let maxPayload = 1 << 20
+
+    public static func encode(_ f: Frame, key: HMACKey) -> [UInt8] {
+        var out = magic + [version, f.type.rawValue, 0, 0]
+        let n = UInt32(f.payload.count)
+        out += [UInt8(n >> 24), UInt8((n >> 16) & 0xff), UInt8((n >> 8) & 0xff), UInt8(n & 0xff)]
+        for i in 0..<8 { out.append(UInt8(truncatingIfNeeded: f.sequence >> (56 - 8 * UInt64(i)))) }
+        out += f.payload
+        out += key.mac([out[...]])
+        return out
+    }
+}
+
+/// Reads frames from a byte stream, checking each one's header, length, MAC and sequence
+/// number. After the first error it refuses everything (the connection is to be closed).
+public struct FrameReader: Sendable {
+    var buffer: [UInt8] = []
+    var start = 0
+    public private(set) var key: HMACKey
+    /// The sequence number the next frame must carry.
+    public private(set) var expected: UInt64 = 1
+    public private(set) var failed: FrameError?
+
+    public init(key: HMACKey) { self.key = key }
+
+    /// After the HELLOs: later frames are checked with the session key.
+    public mutating func switchKey(_ k: HMACKey) { key = k }
+
+    public mutating func append<C: Collection>(_ bytes: C) where C.Element == UInt8 {
+        if start > 0 && start == buffer.count { buffer.removeAll(keepingCapacity: true); start = 0 }
+        buffer.append(contentsOf: bytes)
+    }
+
+    /// The next whole, valid frame; nil when more bytes are needed; throws (and stays failed)
+    /// on anything invalid.
+    public mutating func next() throws -> Frame? {
+        if let failed { throw failed }
+        do {
+            return try parse()
+        } catch let e as FrameError {
+            failed = e
+            throw e
+        }
+    }
+
+    mutating func parse() throws -> Frame? {
+        let avail = buffer.count - start
+        // Check what has arrived as early as it can be checked: garbage fails fast.
+        let m = min(avail, 4)
+        if buffer[start..<(start + m)].elementsEqual(FrameCodec.magic[0..<m]) == false { throw FrameError("bad magic") }
+        guard avail >= FrameCodec.headerSize else { return nil }
+        let h = buffer[start..<(start + FrameCodec.headerSize)]
+        guard h[h.startIndex + 4] == FrameCodec.version else { throw FrameError("unsupported version \(h[h.startIndex + 4])") }
+        guard let type = FrameType(rawValue: h[h.startIndex + 5]) else { throw FrameError("unknown frame type \(h[h.startIndex + 5])") }
+        guard h[h.startIndex + 6] == 0, h[h.startIndex + 7] == 0 else { throw FrameError("reserved flags set") }
+        var len = 0
+        for i in 8..<12 { len = len << 8 | Int(h[h.startIndex + i]) }
+        guard len <= FrameCodec.maxPayload else { throw FrameError("payload of \(len) bytes is over the \(FrameCodec.maxPayload) limit") }
+        var seq: UInt64 = 0
+        for i in 12..<20 { seq = seq << 8 | UInt64(h[h.startIndex + i]) }
+        let total = FrameCodec.headerSize + len + FrameCodec.macSize
+        guard avail >= total else { return nil }
+        let body = buffer[start..<(start + FrameCodec.headerSize + len)]
+        let mac = buffer[(start + FrameCodec.headerSize + len)..<(start + total)]
+        guard HMACKey.equal(mac, key.mac([body])) else { throw FrameError("authentication failed (wrong key or altered frame)") }
+        guard seq == expected else {
+            throw FrameError(seq < expected ? "replayed frame (sequence \(seq), expected \(expected))" : "sequence gap (\(seq), expected \(expected))")
+        }
+        expected += 1
+        let payload = Array(buffer[(start + FrameCodec.headerSize)..<(start + FrameCodec.headerSize + len)])
+        start += total
+        return Frame(type: type, sequence: seq, payload: payload)
+    }
+}
+
+/// The HELLO exchange: each side sends a nonce; both derive the session key from the
+/// pre-shared key and the two nonces, so frames of one connection cannot be replayed on
+/// another.
+public struct Hello: Sendable, Equatable {
+    public var nonce: [UInt8]
+    public var protocolVersion: UInt16
+    public var features: UInt32
+    public var node: String
+
+    public init(nonce: [UInt8], protocolVersion: UInt16 = 1, features: UInt32 = 0, node: String) {
+        self.nonce = nonce; self.protocolVersion = protocolVersion; self.features = features; self.node = node
+    }
+
+    public var payload: [UInt8] {
+        nonce + [UInt8(protocolVersion >> 8), UInt8(protocolVersion & 0xff)]
+            + [UInt8(features >> 24), UInt8((features >> 16) & 0xff), UInt8((features >> 8) & 0xff), UInt8(features & 0xff)]
+            + Array(node.utf8.prefix(255))
+    }
+
+    public init(payload p: [UInt8]) throws {
+        guard p.count >= 22 else { throw FrameError("HELLO of \(p.count) bytes is too short") }
+        nonce = Array(p[0..<16])
+        protocolVersion = UInt16(p[16]) << 8 | UInt16(p[17])
+        features = UInt32(p[18]) << 24 | UInt32(p[19]) << 16 | UInt32(p[20]) << 8 | UInt32(p[21])
+        node = String(decoding: p[22...], as: UTF8.self)
+    }
+
+    /// The session key: HMAC(psk, "ctsync session" ‖ initiator nonce ‖ responder nonce).
+    public static func sessionKey(psk: HMACKey, initiator: [UInt8], responder: [UInt8]) -> HMACKey {
+        HMACKey(psk.mac([ArraySlice(Array("ctsync session".utf8)), initiator[...], responder[...]]))
+    }
+}
+
+/// Entry and expectation payloads: an event byte, then the JSON line.
+public enum FramePayload {
+    static let events: [EventKind] = [.new, .update, .destroy]
+
+    public static func entry(_ e: ConntrackEntry, _ event: EventKind) -> [UInt8] {
+        var out: [UInt8] = [UInt8(events.firstIndex(of: event)!)]
+        ConntrackJSON.write(e, to: &out)
+        return out
+    }
+
+    public static func decodeEntry(_ p: [UInt8]) throws -> (EventKind, ConntrackEntry) {
+        guard let first = p.first, Int(first) < events.count else { throw FrameError("entry frame without a valid event byte") }
+        do {
+            let (e, _) = try p.withUnsafeBufferPointer { try ConntrackJSON.decode(bytes: UnsafeBufferPointer(rebasing: $0[1...])) }
+            return (events[Int(first)], e)
+        } catch {
+            throw FrameError("entry frame: \(error)")
+        }
+    }
+}
