@@ -52,7 +52,7 @@ public final class CaptureSource {
     let mappedReader: MappedPcap?
     /// The same reader without reference counting: `next()` runs once per frame, and a
     /// retain/release pair there was 6% of `ctsync track`. `mappedReader` keeps it alive.
-    unowned(unsafe) let mapped: MappedPcap?
+    let mapped: Unmanaged<MappedPcap>?
     public let name: String
     public let linkType: Int32
     public let isLive: Bool
@@ -62,7 +62,7 @@ public final class CaptureSource {
     public init(file path: String) throws {
         if path != "-", let m = MappedPcap(path: path) {
             mappedReader = m
-            mapped = m
+            mapped = Unmanaged.passUnretained(m)
             handle = nil
             name = path
             linkType = CaptureSource.linkType(fromDLT: m.linkType)
@@ -167,7 +167,7 @@ public final class CaptureSource {
     /// until the next call on this source.
     public func next() throws -> CaptureFrame? {
         if let mapped {
-            switch mapped.next() {
+            switch mapped._withUnsafeGuaranteedRef({ $0.next() }) {
             case .frame(let timestamp, let data, let originalLength):
                 framesRead += 1
                 return CaptureFrame(number: framesRead, timestamp: timestamp, data: data, originalLength: originalLength)

@@ -83,7 +83,7 @@ final class MappedPcap {
     }
 
     /// The next record, the end of the file, or what is wrong with the next record.
-    func next() -> Record {
+    @inline(__always) func next() -> Record {
         if offset == size { return .end }
         guard offset + 16 <= size else {
             return .damaged("truncated dump file; tried to read 16 header bytes, only got \(size - offset)")

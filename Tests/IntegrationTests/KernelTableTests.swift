@@ -199,6 +199,101 @@ final class KernelTableTests: XCTestCase {
         XCTAssertTrue(load.stderr.contains("warning: labels were not kept"), load.stderr)
     }
 
+    /// Every class ctnetlink can repair, made on purpose between a snapshot and the kernel:
+    /// one `sync --apply` and the diff is empty.
+    func testSyncRepairsEveryRepairableClass() throws {
+        let ns = try namespace(nat: true)
+        // Room for labels, and the FTP helper loaded, as a router with such rules has.
+        XCTAssertEqual(ns.run("nft add table inet x; nft add chain inet x c '{ type filter hook prerouting priority 0; }'; " +
+                              "nft add rule inet x c meta mark 0x7fffffff ct label set 127; " +
+                              "nft add ct helper inet x ftp-std '{ type \"ftp\" protocol tcp; }'").status, 0)
+        // Status bits as a dump shows them: SRC_NAT (16) with NAT, HELPER (8192) with a helper.
+        func tcp(_ sport: Int, _ dport: Int, status: Int = 14, extra: String = "") -> String {
+            #"{"v":1,"family":"ipv4","proto":6,"orig":{"src":"192.0.2.1","dst":"198.51.100.2","sport":\#(sport),"dport":\#(dport)},"# +
+            #""reply":{"src":"198.51.100.2","dst":"192.0.2.1","sport":\#(dport),"dport":\#(sport)},"status":\#(status),"timeout":300,"# +
+            #""mark":0,"tcp":{"state":"ESTABLISHED"}\#(extra)}"#
+        }
+        func udp(_ sport: Int, timeout: Int = 300, status: Int = 10, extra: String = "", reply: String? = nil) -> String {
+            #"{"v":1,"family":"ipv4","proto":17,"orig":{"src":"192.0.2.1","dst":"198.51.100.3","sport":\#(sport),"dport":53},"# +
+            #""reply":\#(reply ?? #"{"src":"198.51.100.3","dst":"192.0.2.1","sport":53,"dport":\#(sport)}"#),"status":\#(status),"# +
+            #""timeout":\#(timeout),"mark":0\#(extra)}"#
+        }
+        let now = UInt64(Date().timeIntervalSince1970 * 1e9)
+        let snapshot = [
+            #"{"v":1,"kind":"snapshot","time":\#(now),"kernel":"test","sysctls":{}}"#,
+            udp(1001, extra: #","labels":"0x2""#).replacingOccurrences(of: #""mark":0"#, with: #""mark":7"#),   // mark, labels
+            tcp(1002, 80),                                                                                     // tcp-state, status
+            udp(1003, timeout: 600),                                                                           // timeout
+            udp(1004, extra: #","zone":3"#),                                                                   // zone
+            udp(1005, status: 26, reply: #"{"src":"198.51.100.3","dst":"203.0.113.9","sport":53,"dport":4000}"#), // reply (SNAT)
+            tcp(1006, 21, status: 8206, extra: #","helper":"ftp""#),                                           // helper
+            udp(1007),                                                                                         // deleted: only-in-a
+            #"{"v":1,"kind":"expectation","family":"ipv4","proto":6,"tuple":{"src":"198.51.100.2","dst":"192.0.2.1","sport":0,"dport":5000},"# +
+                #""mask":{"src":"255.255.255.255","dst":"255.255.255.255","sport":0,"dport":65535},"# +
+                #""master":{"src":"192.0.2.1","dst":"198.51.100.2","sport":1006,"dport":21,"proto":6},"timeout":300,"helper":"ftp"}"#,
+        ].joined(separator: "\n") + "\n"
+        let file = "/tmp/ctsync-classes-\(ns.name).jsonl"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try snapshot.write(toFile: file, atomically: true, encoding: .utf8)
+        let load = ns.ctsync("snapshot load --keep-timeouts \(file)")
+        XCTAssertEqual(load.status, 0, load.stderr)
+        let loaded = ns.ctsync("diff snapshot:\(file) kernel --tolerance 60")
+        XCTAssertEqual(loaded.status, 0, "loaded as saved: " + loaded.stdout)
+
+        // Behind the snapshot's back: one change per class.
+        for change in [
+            "update -p udp --sport 1001 -m 9", "update -p udp --sport 1001 --label-del 1",
+            "delete -p tcp --sport 1002", "create -p tcp -s 192.0.2.1 -d 198.51.100.2 --sport 1002 --dport 80 --state SYN_SENT -t 300",
+            "update -p udp --sport 1003 -t 30",
+            "delete -p udp --sport 1004 -w 3", "create -p udp -s 192.0.2.1 -d 198.51.100.3 --sport 1004 --dport 53 -t 300",
+            "delete -p udp --sport 1005", "create -p udp -s 192.0.2.1 -d 198.51.100.3 --sport 1005 --dport 53 -t 300 -n 203.0.113.10:4001",
+            "delete -p tcp --sport 1006", "create -p tcp -s 192.0.2.1 -d 198.51.100.2 --sport 1006 --dport 21 --state ESTABLISHED -t 300 -u ASSURED,SEEN_REPLY",
+            "delete -p udp --sport 1007",
+            "create -p udp -s 192.0.2.1 -d 198.51.100.3 --sport 1008 --dport 53 -t 300",
+        ] {
+            XCTAssertEqual(ns.ctsync(change).status, 0, change)
+        }
+        let before = ns.ctsync("diff snapshot:\(file) kernel --tolerance 60 -o json")
+        XCTAssertEqual(before.status, 1)
+        let summary = before.stdout.split(separator: "\n").first.map(String.init) ?? ""
+        for c in ["only-in-a", "only-in-b", "zone", "reply", "tcp-state", "status", "mark", "labels", "helper", "timeout", "expectation"] {
+            XCTAssertTrue(summary.contains("\"\(c)\":"), "\(c) missing from \(summary)")
+        }
+        let sync = ns.ctsync("sync snapshot:\(file) --apply --tolerance 60")
+        XCTAssertEqual(sync.status, 0, sync.stdout + sync.stderr)
+        let after = ns.ctsync("diff snapshot:\(file) kernel --tolerance 60")
+        XCTAssertEqual(after.status, 0, after.stdout)
+    }
+
+    /// What ctnetlink cannot write is planned as `cannot`, with the reason, and leaves the
+    /// sync with nothing repairable (exit 0).
+    func testSyncListsWhatCtnetlinkCannotRepair() throws {
+        let ns = try namespace()
+        XCTAssertEqual(ns.run("sysctl -qw net.netfilter.nf_conntrack_acct=1").status, 0)
+        XCTAssertEqual(ns.ctsync("create -p udp -s 192.0.2.1 -d 198.51.100.3 --sport 2001 --dport 53 -t 300").status, 0)
+        let now = UInt64(Date().timeIntervalSince1970 * 1e9)
+        let lines = [
+            #"{"v":1,"kind":"snapshot","time":\#(now),"kernel":"test","sysctls":{}}"#,
+            // The kernel's entry, with packets counted that the kernel's copy does not have.
+            #"{"v":1,"family":"ipv4","proto":17,"orig":{"src":"192.0.2.1","dst":"198.51.100.3","sport":2001,"dport":53},"# +
+                #""reply":{"src":"198.51.100.3","dst":"192.0.2.1","sport":53,"dport":2001},"status":8,"timeout":300,"mark":0,"# +
+                #""counters":{"orig":{"packets":5,"bytes":300},"reply":{"packets":0,"bytes":0}}}"#,
+            // An expected connection (a helper's child): its master link cannot be created.
+            #"{"v":1,"family":"ipv4","proto":6,"orig":{"src":"198.51.100.2","dst":"192.0.2.1","sport":20,"dport":5000},"# +
+                #""reply":{"src":"192.0.2.1","dst":"198.51.100.2","sport":5000,"dport":20},"status":9,"timeout":100,"mark":0,"# +
+                #""tcp":{"state":"SYN_SENT"},"master":{"src":"192.0.2.1","dst":"198.51.100.2","sport":1006,"dport":21,"proto":6}}"#,
+        ]
+        let file = "/tmp/ctsync-cannot-\(ns.name).jsonl"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        let plan = ns.ctsync("sync snapshot:\(file) --tolerance 60")
+        XCTAssertTrue(plan.stdout.contains("counters cannot be written"), plan.stdout)
+        XCTAssertTrue(plan.stdout.contains("ctnetlink cannot create its master link (EXPECTED)"), plan.stdout)
+        let apply = ns.ctsync("sync snapshot:\(file) --tolerance 60 --apply")
+        XCTAssertEqual(apply.status, 0, "nothing repairable is left: " + apply.stderr)
+        XCTAssertTrue(apply.stderr.contains("0 repairable"), apply.stderr)
+    }
+
     func testEventsAreSeenForCreateUpdateDelete() throws {
         let ns = try namespace()
         let out = "/tmp/ctsync-events-\(ns.name).jsonl"
