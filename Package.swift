@@ -21,6 +21,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
     ],
     targets: [
         .target(name: "ConntrackCore", swiftSettings: crossModule),
@@ -48,10 +49,21 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The replication daemons: authenticated TCP sessions (SwiftNIO), the standby's
+        // external cache and its commit, the control socket.
+        .target(
+            name: "Replication",
+            dependencies: [
+                "ConntrackCore", "KernelConntrack", "ReplicationProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "ctsync",
             dependencies: [
-                "ConntrackCore", "KernelConntrack", "PacketDecoding", "PacketCapture", "ConntrackModel", "Reconcile",
+                "ConntrackCore", "KernelConntrack", "PacketDecoding", "PacketCapture", "ConntrackModel", "Reconcile", "Replication",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

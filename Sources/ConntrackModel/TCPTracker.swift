@@ -128,7 +128,6 @@ public enum TCPTracker {
         var old = oldState
         var newState: TCPState = .none
         var skipWindow = false
-        var reason: InvalidReason?
 
         switch outcome {
         case .state(.synSent) where oldState == .timeWait || oldState == .close:

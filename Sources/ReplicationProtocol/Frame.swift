@@ -85,6 +85,9 @@ public struct FrameReader: Sendable {
 
     public init(key: HMACKey) { self.key = key }
 
+    /// Bytes received that do not yet form a whole frame.
+    public var pendingBytes: Int { buffer.count - start }
+
     /// After the HELLOs: later frames are checked with the session key.
     public mutating func switchKey(_ k: HMACKey) { key = k }
 
@@ -110,14 +113,19 @@ public struct FrameReader: Sendable {
         // Check what has arrived as early as it can be checked: garbage fails fast.
         let m = min(avail, 4)
         if buffer[start..<(start + m)].elementsEqual(FrameCodec.magic[0..<m]) == false { throw FrameError("bad magic") }
+        // Each header field is checked as soon as its bytes are in.
+        let b = start
+        if avail > 4, buffer[b + 4] != FrameCodec.version { throw FrameError("unsupported version \(buffer[b + 4])") }
+        if avail > 5, FrameType(rawValue: buffer[b + 5]) == nil { throw FrameError("unknown frame type \(buffer[b + 5])") }
+        if avail > 7, buffer[b + 6] != 0 || buffer[b + 7] != 0 { throw FrameError("reserved flags set") }
+        var len = 0
+        if avail >= 12 {
+            for i in 8..<12 { len = len << 8 | Int(buffer[b + i]) }
+            guard len <= FrameCodec.maxPayload else { throw FrameError("payload of \(len) bytes is over the \(FrameCodec.maxPayload) limit") }
+        }
         guard avail >= FrameCodec.headerSize else { return nil }
         let h = buffer[start..<(start + FrameCodec.headerSize)]
-        guard h[h.startIndex + 4] == FrameCodec.version else { throw FrameError("unsupported version \(h[h.startIndex + 4])") }
-        guard let type = FrameType(rawValue: h[h.startIndex + 5]) else { throw FrameError("unknown frame type \(h[h.startIndex + 5])") }
-        guard h[h.startIndex + 6] == 0, h[h.startIndex + 7] == 0 else { throw FrameError("reserved flags set") }
-        var len = 0
-        for i in 8..<12 { len = len << 8 | Int(h[h.startIndex + i]) }
-        guard len <= FrameCodec.maxPayload else { throw FrameError("payload of \(len) bytes is over the \(FrameCodec.maxPayload) limit") }
+        let type = FrameType(rawValue: h[h.startIndex + 5])!
         var seq: UInt64 = 0
         for i in 12..<20 { seq = seq << 8 | UInt64(h[h.startIndex + i]) }
         let total = FrameCodec.headerSize + len + FrameCodec.macSize

@@ -47,7 +47,7 @@ struct Ctsync: ParsableCommand {
         """,
         subcommands: [Dump.self, Get.self, Create.self, Update.self, Delete.self, Flush.self,
                       Count.self, Stats.self, Events.self, Conntrack.self, Show.self, Capture.self, Track.self, Diff.self, Sync.self, Snapshot.self,
-                      Watch.self]
+                      Watch.self, Replicate.self]
     )
 }
 

@@ -1,0 +1,169 @@
+import ConntrackCore
+import Foundation
+import KernelConntrack
+
+/// The standby's copy of the active node's table (conntrackd's "external cache"): entries
+/// and expectations as last received, each with the time it arrived, so a commit can
+/// shorten timeouts by the time since. Thread-safe.
+public final class ExternalCache: @unchecked Sendable {
+    struct Key: Hashable, Sendable {
+        var zone: UInt16
+        var tuple: Tuple
+        init(_ zone: UInt16?, _ t: Tuple) {
+            self.zone = zone ?? 0
+            var u = t
+            u.zone = nil
+            tuple = u
+        }
+    }
+    struct Stored { var entry: ConntrackEntry; var received: UInt64 }
+    struct StoredExpectation { var expectation: Expectation; var received: UInt64 }
+
+    private let lock = NSLock()
+    private var entries: [Key: Stored] = [:]
+    private var expectations: [Key: StoredExpectation] = [:]
+    private var staging: [Key: Stored]?
+    private var stagingExpectations: [Key: StoredExpectation] = [:]
+    public private(set) var bulksCompleted = 0
+    public private(set) var eventsApplied = 0
+
+    public init() {}
+
+    public static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    public var count: Int { lock.withLock { entries.count } }
+    public var expectationCount: Int { lock.withLock { expectations.count } }
+    public var inBulk: Bool { lock.withLock { staging != nil } }
+
+    /// An event from the active node (inside a bulk transfer: part of the new copy).
+    public func apply(_ event: EventKind, _ e: ConntrackEntry, at now: UInt64 = ExternalCache.now()) {
+        let key = Key(e.zone, e.original)
+        lock.withLock {
+            eventsApplied += 1
+            if staging != nil {
+                if event == .destroy { staging![key] = nil } else { staging![key] = Stored(entry: e, received: now) }
+                return
+            }
+            if event == .destroy { entries[key] = nil } else { entries[key] = Stored(entry: e, received: now) }
+        }
+    }
+
+    public func apply(_ event: EventKind, _ x: Expectation, at now: UInt64 = ExternalCache.now()) {
+        let key = Key(x.zone, x.tuple)
+        lock.withLock {
+            if staging != nil {
+                if event == .destroy { stagingExpectations[key] = nil } else { stagingExpectations[key] = StoredExpectation(expectation: x, received: now) }
+                return
+            }
+            if event == .destroy { expectations[key] = nil } else { expectations[key] = StoredExpectation(expectation: x, received: now) }
+        }
+    }
+
+    /// A bulk transfer begins: what follows until `endBulk` replaces the copy.
+    public func beginBulk() {
+        lock.withLock {
+            staging = [:]
+            stagingExpectations = [:]
+        }
+    }
+
+    public func endBulk() {
+        lock.withLock {
+            guard let s = staging else { return }
+            entries = s
+            expectations = stagingExpectations
+            staging = nil
+            stagingExpectations = [:]
+            bulksCompleted += 1
+        }
+    }
+
+    /// A bulk cut off by a lost connection: the previous copy stays.
+    public func abandonBulk() { lock.withLock { staging = nil; stagingExpectations = [:] } }
+
+    public func flush() { lock.withLock { entries = [:]; expectations = [:] } }
+
+    /// Entries with the timeout they have left at `now` (those that would have expired are
+    /// left out), and the expectations likewise.
+    public func contents(at now: UInt64 = ExternalCache.now()) -> (entries: [ConntrackEntry], expectations: [Expectation]) {
+        lock.withLock {
+            func left(_ t: UInt32?, _ received: UInt64) -> UInt32?? {
+                guard let t else { return .some(nil) }
+                let elapsed = UInt32(clamping: now > received ? (now - received) / 1_000_000_000 : 0)
+                return t > elapsed ? .some(t - elapsed) : .none
+            }
+            var es: [ConntrackEntry] = []
+            es.reserveCapacity(entries.count)
+            for s in entries.values {
+                guard let t = left(s.entry.timeout, s.received) else { continue }
+                var e = s.entry
+                e.timeout = t
+                es.append(e)
+            }
+            var xs: [Expectation] = []
+            for s in expectations.values {
+                guard let t = left(s.expectation.timeout, s.received) else { continue }
+                var x = s.expectation
+                x.timeout = t
+                xs.append(x)
+            }
+            return (es, xs)
+        }
+    }
+}
+
+/// Writing the external cache into this node's kernel (`ctsync replicate commit`).
+public enum Commit {
+    public struct Outcome: Sendable {
+        public var written = 0
+        public var failed = 0
+        public var expectationsWritten = 0
+        public var seconds = 0.0
+        public var firstError: String?
+    }
+
+    /// TCP entries get IP_CT_TCP_FLAG_BE_LIBERAL in both directions, as conntrackd does:
+    /// the window data of the active node is not carried, so the first packets after the
+    /// takeover must not be judged out of window.
+    static let beLiberal: UInt8 = 0x08
+
+    /// The create request for one cached entry. NAT is requested from the reply tuple.
+    public static func write(for entry: ConntrackEntry) -> TableWrite {
+        var e = entry
+        if case .tcp(var t) = e.protoInfo {
+            t.flagsOriginal = TCPFlagsMask(flags: (t.flagsOriginal?.flags ?? 0) | beLiberal, mask: beLiberal)
+            t.flagsReply = TCPFlagsMask(flags: (t.flagsReply?.flags ?? 0) | beLiberal, mask: beLiberal)
+            e.protoInfo = .tcp(t)
+        }
+        // Counters, ids and use counts are the kernel's own; the master link cannot be made.
+        e.countersOriginal = nil; e.countersReply = nil; e.id = nil; e.use = nil
+        e.timestampStart = nil; e.timestampStop = nil
+        var snat: NATRequest?, dnat: NATRequest?
+        if e.isSourceNAT { snat = NATRequest(address: e.reply.destination, port: e.original.l4.hasPorts ? e.reply.destinationPort : nil) }
+        if e.isDestinationNAT { dnat = NATRequest(address: e.reply.source, port: e.original.l4.hasPorts ? e.reply.sourcePort : nil) }
+        return .create(e, sourceNAT: snat, destinationNAT: dnat, ignoreExisting: true)
+    }
+
+    /// Creates (or replaces) every cached entry in netlink batches, then the expectations.
+    public static func run(_ cache: ExternalCache, allowHostTable: Bool) throws -> Outcome {
+        let start = ExternalCache.now()
+        let (entries, expectations) = cache.contents(at: start)
+        var out = Outcome()
+        let table = try ConntrackTable(allowHostTableWrites: allowHostTable)
+        let writer = try BatchWriter(table: table)
+        for e in entries { try writer.add(write(for: e)) }
+        let failures = try writer.finish()
+        out.failed = failures.count
+        out.written = entries.count - failures.count
+        out.firstError = failures.first.map { "\($0.error)" }
+        for x in expectations {
+            do { try table.createExpectation(x); out.expectationsWritten += 1 } catch { out.failed += 1 }
+        }
+        out.seconds = Double(ExternalCache.now() - start) / 1e9
+        return out
+    }
+}

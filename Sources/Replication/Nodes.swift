@@ -1,0 +1,411 @@
+import ConntrackCore
+import Foundation
+import KernelConntrack
+import Logging
+import NIOCore
+import NIOPosix
+import ReplicationProtocol
+
+/// What a node reports for `ctsync replicate status` and `ready`.
+public struct NodeStatus: Sendable {
+    public var lines: [String] = []
+    public var ready = false
+}
+
+/// The standby: accepts authenticated connections from active nodes and keeps their table
+/// in an external cache (or injects each change into its own kernel with `inject`).
+public final class StandbyNode: @unchecked Sendable {
+    public let cache = ExternalCache()
+    let psk: HMACKey
+    let name: String
+    let inject: Bool
+    let allowHostTable: Bool
+    let logger = Logger(label: "ctsync.replicate.standby")
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    private let lock = NSLock()
+    private var peers: [ObjectIdentifier: (session: Session, since: UInt64, lastFrame: UInt64, advertised: UInt64)] = [:]
+    private var rejected = 0
+    private var connections = 0
+    private var injector: ConntrackTable?
+    private var channel: Channel?
+
+    public init(psk: [UInt8], name: String, inject: Bool = false, allowHostTable: Bool = false) {
+        self.psk = HMACKey(psk)
+        self.name = name
+        self.inject = inject
+        self.allowHostTable = allowHostTable
+    }
+
+    /// Binds and starts serving; returns the bound address.
+    @discardableResult
+    public func start(host: String, port: Int) throws -> SocketAddress? {
+        if inject { injector = try ConntrackTable(allowHostTableWrites: allowHostTable) }
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { [self] channel in
+                let s = makeSession()
+                return channel.pipeline.addHandler(s)
+            }
+        let ch = try bootstrap.bind(host: host, port: port).wait()
+        channel = ch
+        logger.info("listening", metadata: ["address": "\(ch.localAddress?.description ?? "?")"])
+        return ch.localAddress
+    }
+
+    public func stop() {
+        try? channel?.close().wait()
+        try? group.syncShutdownGracefully()
+    }
+
+    func makeSession() -> Session {
+        let s = Session(role: .responder, psk: psk, node: name, logger: logger)
+        let id = ObjectIdentifier(s)
+        s.onReady = { [self] s in
+            lock.withLock {
+                connections += 1
+                peers[id] = (s, ExternalCache.now(), ExternalCache.now(), 0)
+            }
+        }
+        s.onFrame = { [self] s, f in handle(f, from: s) }
+        s.onReadBatch = { s in s.send(.ack, s.received.bigEndianBytes) }
+        s.onClose = { [self] s, failure in
+            lock.withLock {
+                peers[id] = nil
+                if failure != nil { rejected += 1 }
+            }
+            if cache.inBulk { cache.abandonBulk() }
+            logger.notice("connection closed", metadata: ["reason": "\(failure ?? "peer closed")"])
+        }
+        return s
+    }
+
+    func handle(_ f: Frame, from s: Session) {
+        let now = ExternalCache.now()
+        lock.withLock { if let p = peers[ObjectIdentifier(s)] { peers[ObjectIdentifier(s)] = (p.session, p.since, now, p.advertised) } }
+        do {
+            switch f.type {
+            case .entry:
+                let (event, e) = try FramePayload.decodeEntry(f.payload)
+                cache.apply(event, e, at: now)
+                if inject, !cache.inBulk { injectOne(event, e) }
+            case .expectation:
+                guard let first = f.payload.first, first < 3 else { throw FrameError("expectation frame without an event byte") }
+                let x = try ConntrackJSON.decodeExpectation(line: String(decoding: f.payload.dropFirst(), as: UTF8.self))
+                cache.apply([EventKind.new, .update, .destroy][Int(first)], x, at: now)
+            case .bulkBegin:
+                cache.beginBulk()
+            case .bulkEnd:
+                cache.endBulk()
+                logger.info("bulk transfer complete", metadata: ["entries": "\(cache.count)"])
+                if inject { _ = try? Commit.run(cache, allowHostTable: allowHostTable) }
+            case .alive:
+                if let n = UInt64(bigEndianBytes: f.payload) {
+                    lock.withLock { if let p = peers[ObjectIdentifier(s)] { peers[ObjectIdentifier(s)] = (p.session, p.since, now, n) } }
+                }
+            case .error:
+                logger.error("peer reports: \(String(decoding: f.payload, as: UTF8.self))")
+            case .ack, .resyncRequest, .digest, .bucketsRequest, .hello:
+                break
+            }
+        } catch {
+            // A frame that authenticates but does not decode is still refused: close.
+            logger.error("closing connection: \(error)")
+            s.context?.close(promise: nil)
+        }
+    }
+
+    func injectOne(_ event: EventKind, _ e: ConntrackEntry) {
+        guard let t = injector else { return }
+        do {
+            if event == .destroy { try t.perform(.delete(e.original, zone: e.zone, id: nil)) } else { try t.perform(Commit.write(for: e)) }
+        } catch {
+            logger.debug("inject failed: \(error)")
+        }
+    }
+
+    /// Asks every connected active node for a full bulk transfer.
+    public func requestResync() -> Int {
+        let sessions = lock.withLock { peers.values.map(\.session) }
+        for s in sessions { s.execute { s.send(.resyncRequest) } }
+        return sessions.count
+    }
+
+    public func status(maxLag: UInt64 = 0) -> NodeStatus {
+        lock.withLock {
+            var st = NodeStatus()
+            let now = ExternalCache.now()
+            st.lines.append("role standby, node \(name)")
+            st.lines.append("cache \(cache.count) entries, \(cache.expectationCount) expectations, \(cache.bulksCompleted) bulk transfers"
+                            + (cache.inBulk ? ", bulk transfer in progress" : ""))
+            st.lines.append("connections accepted \(connections), closed for a bad frame \(rejected)")
+            var fresh = false
+            for p in peers.values {
+                let lag = p.advertised > p.session.received ? p.advertised - p.session.received : 0
+                let idle = Double(now - p.lastFrame) / 1e9
+                st.lines.append("peer \(p.session.peer?.node ?? "?") \(p.session.remote): frames \(p.session.received), lag \(lag) frames, last frame \(String(format: "%.1f", idle)) s ago")
+                if lag <= maxLag && idle < 3 { fresh = true }
+            }
+            if peers.isEmpty { st.lines.append("no active node connected") }
+            st.ready = fresh && cache.bulksCompleted > 0 && !cache.inBulk
+            return st
+        }
+    }
+}
+
+/// The active node: follows its kernel's table (a bulk dump, then ctnetlink events) and
+/// streams it to every standby, reconnecting and re-sending everything after a break or
+/// when its event socket overflowed.
+public final class ActiveNode: @unchecked Sendable {
+    final class Peer: @unchecked Sendable {
+        let host: String
+        let port: Int
+        var session: Session?
+        var acked: UInt64 = 0
+        var bulks = 0
+        var reconnects = 0
+        var bulkInProgress = false
+        var pending: [[UInt8]] = []      // events queued during a bulk transfer (frame payloads with type)
+        var pendingTypes: [FrameType] = []
+        init(host: String, port: Int) { self.host = host; self.port = port }
+    }
+
+    let psk: HMACKey
+    let name: String
+    let filter: (ConntrackEntry) -> Bool
+    /// Seconds between comparisons of the kernel's table with what the standbys were sent.
+    let refresh: Int64
+    /// What the standbys hold (when in step): a digest of each entry as last sent, without
+    /// the fields that change with every packet. Event-loop only.
+    var shadow: [ExternalCache.Key: UInt64] = [:]
+    private var refreshes = 0
+    private var repaired = 0
+    let logger = Logger(label: "ctsync.replicate.active")
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let peers: [Peer]
+    private let lock = NSLock()
+    private var events = 0
+    private var overflows = 0
+    private var stopped = false
+
+    public init(psk: [UInt8], name: String, peers: [(String, Int)], refresh: Int64 = 10,
+                filter: @escaping (ConntrackEntry) -> Bool = { _ in true }) {
+        self.psk = HMACKey(psk)
+        self.name = name
+        self.refresh = refresh
+        self.peers = peers.map { Peer(host: $0.0, port: $0.1) }
+        // The replication connections themselves are left out (conntrackd needs them listed
+        // by hand in IgnoreTrafficFor): a standby has no use for them.
+        let links = peers.compactMap { p in IPAddress(p.0).map { ($0, UInt16(p.1)) } }
+        self.filter = { e in
+            let o = e.original
+            if o.l4proto == 6, links.contains(where: { ($0.0 == o.destination && $0.1 == o.destinationPort) || ($0.0 == o.source && $0.1 == o.sourcePort) }) {
+                return false
+            }
+            return filter(e)
+        }
+    }
+
+    public func start() throws {
+        let stream = try EventStream(mask: [.new, .update, .destroy, .expectNew, .expectDestroy], bufferSize: 8 << 20)
+        for p in peers { connect(p) }
+        let t = Thread { [self] in follow(stream) }
+        t.start()
+        // ALIVE every second with the number of frames sent, so a standby can tell its lag.
+        group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] _ in
+            for p in peers { if let s = p.session, s.isReady { s.send(.alive, s.sent.bigEndianBytes) } }
+        }
+        // Events are not the whole truth: with nf_conntrack_events=2 (the default) entries
+        // older than the event socket never report changes, and an overflow loses some.
+        // Every `refresh` seconds the table is compared with what was sent and the
+        // difference is sent.
+        group.next().scheduleRepeatedTask(initialDelay: .seconds(refresh), delay: .seconds(refresh)) { [self] _ in compareWithKernel() }
+    }
+
+    /// The digest of an entry as the standbys need it: everything but the timeout, counters,
+    /// use count and id, which change without anything worth sending.
+    static func digest(_ e: ConntrackEntry) -> UInt64 {
+        var x = e
+        x.timeout = nil; x.countersOriginal = nil; x.countersReply = nil; x.use = nil; x.id = nil
+        var b: [UInt8] = []
+        ConntrackJSON.write(x, to: &b)
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for c in b { h = (h ^ UInt64(c)) &* 0x100_0000_01b3 }
+        return h
+    }
+
+    func compareWithKernel() {
+        guard !isStopped, peers.contains(where: { $0.session?.isReady == true && !$0.bulkInProgress }) else { return }
+        let loop = group.next()
+        Thread { [self] in
+            var current: [ExternalCache.Key: (ConntrackEntry, UInt64)] = [:]
+            do {
+                _ = try ConntrackTable().dump { e in
+                    if filter(e) { current[ExternalCache.Key(e.zone, e.original)] = (e, ActiveNode.digest(e)) }
+                }
+            } catch {
+                logger.error("refresh dump failed: \(error)")
+                return
+            }
+            loop.execute { [self] in
+                guard !peers.contains(where: { $0.bulkInProgress }) else { return }
+                var sends: [[UInt8]] = []
+                for (k, (e, d)) in current where shadow[k] != d {
+                    sends.append(FramePayload.entry(e, shadow[k] == nil ? .new : .update))
+                    shadow[k] = d
+                }
+                for (k, _) in shadow where current[k] == nil {
+                    // Gone from the kernel without a destroy event: rebuild a minimal entry.
+                    var t = k.tuple
+                    t.zone = nil
+                    var e = ConntrackEntry(original: t, reply: t.inverted())
+                    e.zone = k.zone == 0 ? nil : k.zone
+                    sends.append(FramePayload.entry(e, .destroy))
+                    shadow[k] = nil
+                }
+                lock.withLock { refreshes += 1; repaired += sends.count }
+                if !sends.isEmpty { logger.info("refresh: \(sends.count) changes the events did not carry") }
+                for p in peers { for f in sends { deliver(p, .entry, f) } }
+            }
+        }.start()
+    }
+
+    public func stop() {
+        lock.withLock { stopped = true }
+        for p in peers { p.session?.close() }
+        try? group.syncShutdownGracefully()
+    }
+
+    var isStopped: Bool { lock.withLock { stopped } }
+
+    func connect(_ p: Peer) {
+        let session = Session(role: .initiator, psk: psk, node: name, logger: logger)
+        session.onReady = { [self] s in
+            p.session = s
+            bulk(to: p)
+        }
+        session.onFrame = { [self] _, f in
+            switch f.type {
+            case .ack: if let n = UInt64(bigEndianBytes: f.payload) { p.acked = n }
+            case .resyncRequest: bulk(to: p)
+            case .error: logger.error("standby reports: \(String(decoding: f.payload, as: UTF8.self))")
+            default: break
+            }
+        }
+        session.onClose = { [self] _, failure in
+            p.session = nil
+            p.bulkInProgress = false
+            p.pending = []; p.pendingTypes = []
+            logger.notice("standby connection closed", metadata: ["peer": "\(p.host):\(p.port)", "reason": "\(failure ?? "closed")"])
+            retry(p)
+        }
+        ClientBootstrap(group: group)
+            .connectTimeout(.seconds(3))
+            .channelInitializer { ch in ch.pipeline.addHandler(session) }
+            .connect(host: p.host, port: p.port)
+            .whenFailure { [self] _ in retry(p) }
+    }
+
+    func retry(_ p: Peer) {
+        guard !isStopped else { return }
+        p.reconnects += 1
+        group.next().scheduleTask(in: .seconds(1)) { [self] in connect(p) }
+    }
+
+    /// A full transfer: BULK_BEGIN, every entry and expectation from a fresh dump, BULK_END,
+    /// then the events that arrived meanwhile. Runs the dump off the event loop.
+    func bulk(to p: Peer) {
+        guard let s = p.session, !p.bulkInProgress else { return }
+        p.bulkInProgress = true
+        p.bulks += 1
+        let loop = s.context!.eventLoop
+        Thread { [self] in
+            var frames: [[UInt8]] = []
+            var types: [FrameType] = []
+            var dumped: [ExternalCache.Key: UInt64] = [:]
+            do {
+                let table = try ConntrackTable()
+                _ = try table.dump { e in
+                    if filter(e) {
+                        frames.append(FramePayload.entry(e, .new)); types.append(.entry)
+                        dumped[ExternalCache.Key(e.zone, e.original)] = ActiveNode.digest(e)
+                    }
+                }
+                _ = try table.dumpExpectations { x in
+                    var b: [UInt8] = [0]
+                    ConntrackJSON.write(x, to: &b)
+                    frames.append(b); types.append(.expectation)
+                }
+            } catch {
+                logger.error("bulk dump failed: \(error)")
+            }
+            let count = UInt64(frames.count)
+            loop.execute {
+                guard p.session === s else { return }
+                self.shadow = dumped
+                s.send(.bulkBegin, count.bigEndianBytes, flush: false)
+                for (i, f) in frames.enumerated() { s.send(types[i], f, flush: i % 256 == 255) }
+                s.send(.bulkEnd)
+                for (i, f) in p.pending.enumerated() { s.send(p.pendingTypes[i], f, flush: false) }
+                s.flush()
+                p.pending = []; p.pendingTypes = []
+                p.bulkInProgress = false
+                self.logger.info("bulk transfer sent", metadata: ["peer": "\(p.host):\(p.port)", "entries": "\(count)"])
+            }
+        }.start()
+    }
+
+    func follow(_ stream: EventStream) {
+        while !isStopped {
+            guard let ev = try? stream.next(timeoutMilliseconds: 500) else { continue }
+            let loop = group.next()
+            switch ev {
+            case .gap:
+                lock.withLock { overflows += 1 }
+                logger.warning("event socket overflow: re-sending everything to every standby")
+                loop.execute { [self] in for p in peers { bulk(to: p) } }
+            case .entry(let kind, let e):
+                guard filter(e) else { continue }
+                lock.withLock { events += 1 }
+                let payload = FramePayload.entry(e, kind)
+                let key = ExternalCache.Key(e.zone, e.original), digest = kind == .destroy ? nil : ActiveNode.digest(e)
+                loop.execute { [self] in
+                    shadow[key] = digest
+                    for p in peers { deliver(p, .entry, payload) }
+                }
+            case .expectation(let kind, let x):
+                var b: [UInt8] = [UInt8([EventKind.new, .update, .destroy].firstIndex(of: kind)!)]
+                ConntrackJSON.write(x, to: &b)
+                loop.execute { [self] in for p in peers { deliver(p, .expectation, b) } }
+            }
+        }
+    }
+
+    func deliver(_ p: Peer, _ type: FrameType, _ payload: [UInt8]) {
+        guard let s = p.session, s.isReady else { return }
+        if p.bulkInProgress { p.pending.append(payload); p.pendingTypes.append(type); return }
+        s.send(type, payload)
+    }
+
+    public func status(maxLag: UInt64 = 0) -> NodeStatus {
+        let (ev, ov) = lock.withLock { (events, overflows) }
+        var st = NodeStatus()
+        st.lines.append("role active, node \(name)")
+        let (rf, rp) = lock.withLock { (refreshes, repaired) }
+        st.lines.append("events \(ev), event socket overflows \(ov), refreshes \(rf) (changes they found: \(rp))")
+        var all = !peers.isEmpty
+        for p in peers {
+            let sent = p.session?.sent ?? 0
+            let lag = sent > p.acked ? sent - p.acked : 0
+            let state = p.session?.isReady == true ? (p.bulkInProgress ? "bulk transfer" : "in step") : "not connected"
+            st.lines.append("peer \(p.host):\(p.port): \(state), frames sent \(sent), acknowledged \(p.acked), lag \(lag) frames, bulk transfers \(p.bulks), reconnects \(p.reconnects)")
+            if !(p.session?.isReady == true && !p.bulkInProgress && lag <= maxLag) { all = false }
+        }
+        st.ready = all
+        return st
+    }
+
+    public func resync() -> Int {
+        group.next().execute { [self] in for p in peers { bulk(to: p) } }
+        return peers.count
+    }
+}

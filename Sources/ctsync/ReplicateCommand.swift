@@ -1,0 +1,251 @@
+import ArgumentParser
+import ConntrackCore
+import Dispatch
+import Foundation
+import KernelConntrack
+import Replication
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Ctsync {
+    struct Replicate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Keep a standby node's conntrack state in step with the active node's (authenticated, over TCP).",
+            discussion: """
+            On the active node:   ctsync replicate active --peer 192.0.2.2:7890 --key-file /etc/ctsync/key
+            On the standby:       ctsync replicate standby --listen 192.0.2.2:7890 --key-file /etc/ctsync/key
+            Then, on the standby: ctsync replicate status | ready --max-lag N | commit | resync | flush
+            The standby keeps the active node's table in an external cache; `commit` writes it into
+            its kernel (before the virtual address moves to it). docs/replication-protocol.md.
+            """,
+            subcommands: [Active.self, Standby.self, Status.self, Ready.self, Commit.self, Resync.self, Flush.self])
+    }
+}
+
+/// Options shared by the daemons.
+struct DaemonOptions: ParsableArguments {
+    @Option(help: "file holding the pre-shared key (at least 16 bytes)") var keyFile: String
+    @Option(help: "this node's name in the peers' logs") var name: String = ProcessInfo.processInfo.hostName
+    @Option(help: "control socket path") var control = "/run/ctsync-replicate.sock"
+
+    func key(_ program: String) throws -> [UInt8] {
+        guard let data = FileManager.default.contents(atPath: keyFile) else {
+            printError("\(program): cannot read the key file \(keyFile)")
+            throw ExitCode(2)
+        }
+        var k = Array(data)
+        while let last = k.last, last == 10 || last == 13 { k.removeLast() }
+        guard k.count >= 16 else {
+            printError("\(program): the key in \(keyFile) is \(k.count) bytes; at least 16 are needed")
+            throw ExitCode(2)
+        }
+        return k
+    }
+}
+
+/// HOST:PORT or [IPv6]:PORT.
+func parseEndpoint(_ s: String) -> (String, Int)? {
+    if s.hasPrefix("["), let close = s.firstIndex(of: "]"), s[s.index(after: close)...].hasPrefix(":"),
+       let port = Int(s[s.index(close, offsetBy: 2)...]), (1...65535).contains(port) {
+        return (String(s[s.index(after: s.startIndex)..<close]), port)
+    }
+    guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), (1...65535).contains(port),
+          !s[..<colon].isEmpty, !s[..<colon].contains(":") else { return nil }
+    return (String(s[..<colon]), port)
+}
+
+/// Runs until SIGINT or SIGTERM.
+func waitForTermination() {
+    let done = DispatchSemaphore(value: 0)
+    var sources: [DispatchSourceSignal] = []
+    for sig in [SIGINT, SIGTERM] {
+        signal(sig, SIG_IGN)
+        let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        s.setEventHandler { done.signal() }
+        s.resume()
+        sources.append(s)
+    }
+    done.wait()
+    _ = sources
+}
+
+extension Ctsync.Replicate {
+    struct Active: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Follow this node's table (dump, then ctnetlink events) and stream it to the standbys.")
+        @Option(help: "a standby's HOST:PORT (repeatable)") var peer: [String]
+        @Option(name: .customLong("where"), parsing: .unconditional, help: "conntrack -L filters: only matching entries are replicated")
+        var filterText: String?
+        @Option(help: "seconds between comparisons of the table with what the standbys hold (catches changes no event reported)")
+        var refresh: Int64 = 10
+        @OptionGroup var daemon: DaemonOptions
+
+        func validate() throws {
+            for p in peer where parseEndpoint(p) == nil {
+                printError("ctsync replicate active: --peer takes HOST:PORT, not `\(p)'")
+                throw ExitCode(2)
+            }
+            if peer.isEmpty {
+                printError("ctsync replicate active: give at least one --peer HOST:PORT")
+                throw ExitCode(2)
+            }
+            if !(1...86_400).contains(refresh) {
+                printError("ctsync replicate active: --refresh takes seconds from 1 to 86400")
+                throw ExitCode(2)
+            }
+        }
+
+        func run() throws {
+            _ = Ctsync.logging
+            let key = try daemon.key("ctsync replicate active")
+            let filter = try TableSides.filter(filterText, program: "ctsync replicate active")
+            let node = ActiveNode(psk: key, name: daemon.name, peers: peer.compactMap(parseEndpoint), refresh: refresh,
+                                  filter: { e in filter?.matches(e) ?? true })
+            if let v = try? String(contentsOfFile: "/proc/sys/net/netfilter/nf_conntrack_events", encoding: .utf8),
+               v.trimmingCharacters(in: .whitespacesAndNewlines) == "2" {
+                printError("ctsync replicate active: note: nf_conntrack_events=2: entries older than this process send no events; " +
+                           "their changes reach the standbys with the comparison every \(refresh) s (set it to 1 to have them at once)")
+            }
+            let control: ControlServer
+            do {
+                try node.start()
+                control = try ControlServer(path: daemon.control) { line in
+                    let words = line.split(separator: " ")
+                    switch words.first {
+                    case "status"?: return "ok\n" + node.status().lines.joined(separator: "\n")
+                    case "ready"?:
+                        let st = node.status(maxLag: words.count > 1 ? UInt64(words[1]) ?? 0 : 0)
+                        return (st.ready ? "ok\n" : "error: not ready\n") + st.lines.joined(separator: "\n")
+                    case "resync"?: return "ok\nbulk transfer to \(node.resync()) standbys"
+                    default: return "error: the active node answers status, ready N, resync"
+                    }
+                }
+            } catch {
+                printError("ctsync replicate active: \(error)")
+                throw ExitCode(2)
+            }
+            control.start()
+            printError("ctsync replicate active: streaming to \(peer.joined(separator: ", ")); control socket \(daemon.control)")
+            waitForTermination()
+            control.stop()
+            node.stop()
+        }
+    }
+
+    struct Standby: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Accept the active node's stream and keep its table in an external cache (or --inject it).")
+        @Option(help: "HOST:PORT to listen on") var listen: String
+        @Flag(help: "write every change into this node's kernel at once instead of caching it") var inject = false
+        @Flag(help: "allow writing to the host's own conntrack table (commit, --inject)") var hostTable = false
+        @OptionGroup var daemon: DaemonOptions
+
+        func validate() throws {
+            if parseEndpoint(listen) == nil {
+                printError("ctsync replicate standby: --listen takes HOST:PORT, not `\(listen)'")
+                throw ExitCode(2)
+            }
+        }
+
+        func run() throws {
+            _ = Ctsync.logging
+            let key = try daemon.key("ctsync replicate standby")
+            let (host, port) = parseEndpoint(listen)!
+            let node = StandbyNode(psk: key, name: daemon.name, inject: inject, allowHostTable: hostTable)
+            let control: ControlServer
+            let hostTable = self.hostTable
+            do {
+                try node.start(host: host, port: port)
+                control = try ControlServer(path: daemon.control) { line in
+                    let words = line.split(separator: " ")
+                    switch words.first {
+                    case "status"?: return "ok\n" + node.status().lines.joined(separator: "\n")
+                    case "ready"?:
+                        let st = node.status(maxLag: words.count > 1 ? UInt64(words[1]) ?? 0 : 0)
+                        return (st.ready ? "ok\n" : "error: not ready\n") + st.lines.joined(separator: "\n")
+                    case "commit"?:
+                        do {
+                            let o = try Replication.Commit.run(node.cache, allowHostTable: hostTable)
+                            let line = "committed \(o.written) entries and \(o.expectationsWritten) expectations in \(String(format: "%.3f", o.seconds)) s"
+                            return o.failed == 0 ? "ok\n" + line : "error: \(o.failed) writes failed (first: \(o.firstError ?? "?"))\n" + line
+                        } catch {
+                            return "error: commit: \(error)"
+                        }
+                    case "flush"?:
+                        node.cache.flush()
+                        return "ok\nexternal cache flushed"
+                    case "resync"?: return "ok\nasked \(node.requestResync()) active nodes for a bulk transfer"
+                    default: return "error: the standby answers status, ready N, commit, flush, resync"
+                    }
+                }
+            } catch {
+                printError("ctsync replicate standby: \(error)")
+                throw ExitCode(2)
+            }
+            control.start()
+            printError("ctsync replicate standby: listening on \(listen); control socket \(daemon.control)")
+            waitForTermination()
+            control.stop()
+            node.stop()
+        }
+    }
+
+    /// The control-socket commands: one line to the daemon, its answer printed.
+    struct ControlOptions: ParsableArguments {
+        @Option(help: "control socket path") var control = "/run/ctsync-replicate.sock"
+    }
+
+    static func ask(_ control: String, _ command: String, program: String) throws {
+        let answer: String
+        do { answer = try ControlServer.ask(control, command) } catch {
+            printError("\(program): \(error)")
+            throw ExitCode(2)
+        }
+        var lines = answer.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        if lines.last == "" { lines.removeLast() }
+        guard let first = lines.first else {
+            printError("\(program): the daemon closed the connection without an answer")
+            throw ExitCode(2)
+        }
+        for l in lines.dropFirst() { print(l) }
+        if first != "ok" {
+            printError("\(program): \(first.hasPrefix("error: ") ? String(first.dropFirst(7)) : first)")
+            throw ExitCode(1)
+        }
+    }
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Peers, lag, bulk transfers and cache size of the local daemon.")
+        @OptionGroup var options: ControlOptions
+        func run() throws { try Ctsync.Replicate.ask(options.control, "status", program: "ctsync replicate status") }
+    }
+
+    struct Ready: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Exit 0 when the node is in step (for keepalived's track_script), 1 otherwise.")
+        @Option(help: "frames not yet acknowledged (active) or not yet received (standby) that still count as in step")
+        var maxLag: UInt64 = 0
+        @OptionGroup var options: ControlOptions
+        func run() throws { try Ctsync.Replicate.ask(options.control, "ready \(maxLag)", program: "ctsync replicate ready") }
+    }
+
+    struct Commit: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write the standby's external cache into its kernel (timeouts shortened by the time since each entry arrived; TCP entries marked liberal).")
+        @OptionGroup var options: ControlOptions
+        func run() throws { try Ctsync.Replicate.ask(options.control, "commit", program: "ctsync replicate commit") }
+    }
+
+    struct Resync: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Ask for (standby) or send (active) a full bulk transfer.")
+        @OptionGroup var options: ControlOptions
+        func run() throws { try Ctsync.Replicate.ask(options.control, "resync", program: "ctsync replicate resync") }
+    }
+
+    struct Flush: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Empty the standby's external cache.")
+        @OptionGroup var options: ControlOptions
+        func run() throws { try Ctsync.Replicate.ask(options.control, "flush", program: "ctsync replicate flush") }
+    }
+}

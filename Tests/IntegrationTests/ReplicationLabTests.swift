@@ -1,0 +1,150 @@
+import Foundation
+import XCTest
+
+/// `ctsync replicate` between the lab's router (active) and standby over their sync link
+/// (192.0.2.1 ↔ 192.0.2.2): bulk transfer, events, commit into the standby's kernel, and
+/// what the standby refuses.
+final class ReplicationLabTests: XCTestCase {
+    final class Daemon {
+        let process = Process()
+        let log: String
+        init(lab: LabNodes, node: String, arguments: [String]) throws {
+            log = NSTemporaryDirectory() + "replicate-\(getpid())-\(node)-\(UUID().uuidString).log"
+            FileManager.default.createFile(atPath: log, contents: nil)
+            process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+            process.arguments = ["netns", "exec", "\(lab.prefix)-\(node)", Lab.ctsync, "replicate"] + arguments
+            process.standardOutput = FileHandle(forWritingAtPath: log)
+            process.standardError = FileHandle(forWritingAtPath: log)
+            try process.run()
+        }
+        var text: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+        func stop() {
+            if process.isRunning { process.terminate() }
+            process.waitUntilExit()
+            try? FileManager.default.removeItem(atPath: log)
+        }
+    }
+
+    var lab: LabNodes!
+    var dir = ""
+    var daemons: [Daemon] = []
+
+    override func setUpWithError() throws {
+        lab = try LabNodes(prefix: "rp")
+        dir = NSTemporaryDirectory() + "replicate-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try "a pre-shared key of the lab, 42 bytes long.\n".write(toFile: dir + "/key", atomically: true, encoding: .utf8)
+        try "another key, also long enough to be used\n".write(toFile: dir + "/wrong", atomically: true, encoding: .utf8)
+    }
+
+    override func tearDown() {
+        for d in daemons { d.stop() }
+        daemons = []
+        lab?.down()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    func start(_ node: String, _ args: [String]) throws -> Daemon {
+        let d = try Daemon(lab: lab, node: node, arguments: args)
+        daemons.append(d)
+        return d
+    }
+
+    /// Polls a control command until it exits 0 (or the time is up); returns the last result.
+    @discardableResult
+    func until(_ node: String, _ command: String, seconds: Double = 10) -> Lab.Result {
+        let end = Date().addingTimeInterval(seconds)
+        var r = lab.on(node, command)
+        while r.status != 0 && Date() < end {
+            usleep(200_000)
+            r = lab.on(node, command)
+        }
+        return r
+    }
+
+    func startPair() throws {
+        _ = try start("standby", ["standby", "--listen", "192.0.2.2:7890", "--key-file", dir + "/key", "--name", "standby",
+                                  "--control", dir + "/standby.sock"])
+        XCTAssertEqual(until("standby", "test -S \(dir)/standby.sock").status, 0, "standby started")
+        _ = try start("router", ["active", "--peer", "192.0.2.2:7890", "--key-file", dir + "/key", "--name", "router",
+                                 "--control", dir + "/active.sock", "--refresh", "1"])
+    }
+
+    func cacheCount() -> Int? {
+        let status = lab.on("standby", "\(Lab.ctsync) replicate status --control \(dir)/standby.sock").stdout
+        guard let r = status.range(of: #"cache (\d+) entries"#, options: .regularExpression) else { return nil }
+        return Int(status[r].dropFirst(6).prefix { $0.isNumber })
+    }
+
+    func testTheStandbyFollowsTheActiveAndCommitsAnEqualTable() throws {
+        // Entries made before the active starts travel in the bulk transfer.
+        for sport in 1000..<1020 {
+            XCTAssertEqual(lab.on("router", "\(Lab.ctsync) create -p udp -s 198.51.100.2 -d 203.0.113.2 --sport \(sport) --dport 53 -t 600 -m \(sport % 3)").status, 0)
+        }
+        XCTAssertEqual(lab.on("router", "\(Lab.ctsync) create -p tcp -s 198.51.100.2 -d 203.0.113.2 --sport 2000 --dport 80 --state ESTABLISHED -t 600 -u ASSURED,SEEN_REPLY").status, 0)
+        try startPair()
+        let ready = until("standby", "\(Lab.ctsync) replicate ready --control \(dir)/standby.sock")
+        XCTAssertEqual(ready.status, 0, ready.stdout + ready.stderr)
+        XCTAssertEqual(cacheCount(), 21)
+
+        // Changes after it travel as events.
+        lab.on("client", "ping -c 2 -i 0.2 203.0.113.2 >/dev/null")
+        XCTAssertEqual(lab.on("router", "\(Lab.ctsync) delete -p udp --sport 1000").status, 0)
+        XCTAssertEqual(lab.on("router", "\(Lab.ctsync) update -p udp --sport 1001 -m 77").status, 0)
+        // Entries older than the event socket send no events (nf_conntrack_events=2): their
+        // changes travel with the next comparison (--refresh 1). Then every frame sent has
+        // been acknowledged: the standby has applied the changes.
+        usleep(2_200_000)
+        let activeStatus = until("router", "\(Lab.ctsync) replicate ready --max-lag 0 --control \(dir)/active.sock")
+        XCTAssertEqual(activeStatus.status, 0, activeStatus.stdout)
+        XCTAssertTrue(activeStatus.stdout.contains("in step"), activeStatus.stdout)
+        // The replication connection itself is not replicated.
+        let expected = lab.on("router", "\(Lab.ctsync) dump").stdout.split(separator: "\n").filter { !$0.contains("dport=7890") }.count
+        XCTAssertEqual(cacheCount(), expected, "the cache holds what the router holds")
+
+        // Commit, then the standby's kernel is the router's, timeouts aside.
+        let commit = lab.on("standby", "\(Lab.ctsync) replicate commit --control \(dir)/standby.sock")
+        XCTAssertEqual(commit.status, 0, commit.stdout + commit.stderr)
+        XCTAssertTrue(commit.stdout.contains("committed \(expected) entries"), commit.stdout)
+        XCTAssertEqual(lab.on("router", "\(Lab.ctsync) snapshot save \(dir)/router.jsonl").status, 0)
+        let diff = lab.on("standby", "\(Lab.ctsync) diff snapshot:\(dir)/router.jsonl kernel --ignore timeout,counters --where '-p udp'")
+        XCTAssertEqual(lab.on("standby", "\(Lab.ctsync) diff snapshot:\(dir)/router.jsonl kernel --ignore timeout,counters --where '-p icmp'").status, 0)
+        XCTAssertEqual(lab.on("standby", "\(Lab.ctsync) diff snapshot:\(dir)/router.jsonl kernel --ignore timeout,counters --where '-p tcp --dport 80'").status, 0)
+        XCTAssertEqual(diff.status, 0, diff.stdout + lab.on("standby", "\(Lab.ctsync) dump").stdout)
+    }
+
+    func testFramesWithAWrongKeyOrRandomBytesAreRefusedAndChangeNothing() throws {
+        try startPair()
+        XCTAssertEqual(lab.on("router", "\(Lab.ctsync) create -p udp -s 198.51.100.2 -d 203.0.113.2 --sport 3000 --dport 53 -t 600").status, 0)
+        XCTAssertEqual(until("standby", "\(Lab.ctsync) replicate ready --control \(dir)/standby.sock").status, 0)
+        for _ in 0..<50 where cacheCount() != 1 { usleep(100_000) }
+        XCTAssertEqual(cacheCount(), 1)
+
+        // An active node with another key, and a stream of random bytes.
+        let intruder = try start("router", ["active", "--peer", "192.0.2.2:7890", "--key-file", dir + "/wrong", "--control", dir + "/intruder.sock"])
+        lab.on("router", "head -c 4096 /dev/urandom > /dev/tcp/192.0.2.2/7890")
+        lab.on("router", "printf 'CTSR\\001\\002\\000\\000\\177\\377\\377\\377' > /dev/tcp/192.0.2.2/7890")   // 2 GiB payload announced
+        usleep(1_500_000)
+        intruder.stop()
+        let status = lab.on("standby", "\(Lab.ctsync) replicate status --control \(dir)/standby.sock").stdout
+        XCTAssertEqual(cacheCount(), 1, "the cache is unchanged: \(status)")
+        let refused = status.range(of: #"closed for a bad frame (\d+)"#, options: .regularExpression).map { Int(status[$0].split(separator: " ").last!) ?? 0 } ?? 0
+        XCTAssertGreaterThanOrEqual(refused, 3, status)
+        let log = daemons[0].text
+        XCTAssertTrue(log.contains("authentication failed"), log)
+        XCTAssertTrue(log.contains("over the 1048576 limit"), log)
+        // The real active is still in step.
+        XCTAssertEqual(lab.on("router", "\(Lab.ctsync) create -p udp -s 198.51.100.2 -d 203.0.113.2 --sport 3001 --dport 53 -t 600").status, 0)
+        for _ in 0..<50 where cacheCount() != 2 { usleep(100_000) }
+        XCTAssertEqual(cacheCount(), 2)
+    }
+
+    func testBadArgumentsAreOneLineErrors() throws {
+        for args in ["active --peer nowhere --key-file /dev/null", "standby --listen 1.2.3.4 --key-file /dev/null",
+                     "standby --listen 127.0.0.1:7 --key-file /nonexistent", "status --control /nonexistent.sock"] {
+            let r = Lab.run("\(Lab.ctsync) replicate \(args)")
+            XCTAssertEqual(r.status, 2, args)
+            XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, "\(args): \(r.stderr)")
+        }
+    }
+}
