@@ -26,6 +26,10 @@ public final class StandbyNode: @unchecked Sendable {
     private var peers: [ObjectIdentifier: (session: Session, since: UInt64, lastFrame: UInt64, advertised: UInt64)] = [:]
     private var rejected = 0
     private var connections = 0
+    /// Event-to-standby latencies (ns) of new entries that carry their kernel start time
+    /// (nf_conntrack_timestamp=1 on the active node): the last 100000.
+    private var latencies: [UInt64] = []
+    private var latencyNext = 0
     private var injector: ConntrackTable?
     private var channel: Channel?
 
@@ -87,6 +91,12 @@ public final class StandbyNode: @unchecked Sendable {
             case .entry:
                 let (event, e) = try FramePayload.decodeEntry(f.payload)
                 cache.apply(event, e, at: now)
+                if event == .new, let start = e.timestampStart, now > start, !cache.inBulk {
+                    lock.withLock {
+                        if latencies.count < 100_000 { latencies.append(now - start) } else { latencies[latencyNext] = now - start }
+                        latencyNext = (latencyNext + 1) % 100_000
+                    }
+                }
                 if inject, !cache.inBulk { injectOne(event, e) }
             case .expectation:
                 guard let first = f.payload.first, first < 3 else { throw FrameError("expectation frame without an event byte") }
@@ -138,6 +148,11 @@ public final class StandbyNode: @unchecked Sendable {
             st.lines.append("cache \(cache.count) entries, \(cache.expectationCount) expectations, \(cache.bulksCompleted) bulk transfers"
                             + (cache.inBulk ? ", bulk transfer in progress" : ""))
             st.lines.append("connections accepted \(connections), closed for a bad frame \(rejected)")
+            if !latencies.isEmpty {
+                let sorted = latencies.sorted()
+                func ms(_ q: Double) -> String { String(format: "%.3f", Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))]) / 1e6) }
+                st.lines.append("event latency of new entries (kernel start to standby): median \(ms(0.5)) ms, p99 \(ms(0.99)) ms, max \(ms(1)) ms over \(sorted.count)")
+            }
             var fresh = false
             for p in peers.values {
                 let lag = p.advertised > p.session.received ? p.advertised - p.session.received : 0
@@ -187,11 +202,15 @@ public final class ActiveNode: @unchecked Sendable {
     private var overflows = 0
     private var stopped = false
 
-    public init(psk: [UInt8], name: String, peers: [(String, Int)], refresh: Int64 = 10,
+    /// The event socket's receive buffer in bytes.
+    let eventBuffer: Int
+
+    public init(psk: [UInt8], name: String, peers: [(String, Int)], refresh: Int64 = 10, eventBuffer: Int = 8 << 20,
                 filter: @escaping (ConntrackEntry) -> Bool = { _ in true }) {
         self.psk = HMACKey(psk)
         self.name = name
         self.refresh = refresh
+        self.eventBuffer = eventBuffer
         self.peers = peers.map { Peer(host: $0.0, port: $0.1) }
         // The replication connections themselves are left out (conntrackd needs them listed
         // by hand in IgnoreTrafficFor): a standby has no use for them.
@@ -206,7 +225,7 @@ public final class ActiveNode: @unchecked Sendable {
     }
 
     public func start() throws {
-        let stream = try EventStream(mask: [.new, .update, .destroy, .expectNew, .expectDestroy], bufferSize: 8 << 20)
+        let stream = try EventStream(mask: [.new, .update, .destroy, .expectNew, .expectDestroy], bufferSize: eventBuffer)
         for p in peers { connect(p) }
         let t = Thread { [self] in follow(stream) }
         t.start()

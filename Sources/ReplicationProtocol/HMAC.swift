@@ -15,33 +15,56 @@ public struct SHA256: Sendable {
 
     var h: (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32) =
         (0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19)
-    var block = [UInt8](repeating: 0, count: 64)
+    /// The partial block, kept inline (no allocation per hash: frames are hashed by the million).
+    var block: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
     var filled = 0
     var length: UInt64 = 0
 
     public init() {}
 
     public mutating func update<C: Collection>(_ data: C) where C.Element == UInt8 {
-        for b in data {
-            block[filled] = b
-            filled += 1
-            if filled == 64 { compress(); filled = 0 }
-        }
         length &+= UInt64(data.count)
+        if data.withContiguousStorageIfAvailable({ update(bytes: $0) }) == nil {
+            let copy = Array(data)
+            copy.withUnsafeBufferPointer { update(bytes: $0) }
+        }
+    }
+
+    mutating func update(bytes p: UnsafeBufferPointer<UInt8>) {
+        var i = 0
+        let n = p.count
+        var blk = block
+        defer { block = blk }
+        withUnsafeMutableBytes(of: &blk) { b in
+            while i < n {
+                // Whole blocks straight from the input when the buffer is empty.
+                if filled == 0 && n - i >= 64 {
+                    compress(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(p)[i..<(i + 64)]))
+                    i += 64
+                    continue
+                }
+                let take = min(64 - filled, n - i)
+                b.baseAddress!.advanced(by: filled).copyMemory(from: p.baseAddress!.advanced(by: i), byteCount: take)
+                filled += take
+                i += take
+                if filled == 64 {
+                    compress(UnsafeRawBufferPointer(b))
+                    filled = 0
+                }
+            }
+        }
     }
 
     public mutating func finish() -> [UInt8] {
         let bits = length &* 8
-        block[filled] = 0x80
-        filled += 1
-        if filled > 56 {
-            for i in filled..<64 { block[i] = 0 }
-            compress()
-            filled = 0
-        }
-        for i in filled..<56 { block[i] = 0 }
-        for i in 0..<8 { block[56 + i] = UInt8(truncatingIfNeeded: bits >> (56 - 8 * UInt64(i))) }
-        compress()
+        var pad = [UInt8](repeating: 0, count: filled < 56 ? 56 - filled : 120 - filled)
+        pad[0] = 0x80
+        let saved = length
+        pad.withUnsafeBufferPointer { update(bytes: $0) }
+        var lenBytes = [UInt8](repeating: 0, count: 8)
+        for i in 0..<8 { lenBytes[i] = UInt8(truncatingIfNeeded: bits >> (56 - 8 * UInt64(i))) }
+        lenBytes.withUnsafeBufferPointer { update(bytes: $0) }
+        length = saved
         var out: [UInt8] = []
         out.reserveCapacity(32)
         for v in [h.0, h.1, h.2, h.3, h.4, h.5, h.6, h.7] {
@@ -58,27 +81,29 @@ public struct SHA256: Sendable {
 
     @inline(__always) static func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
 
-    mutating func compress() {
-        var w = [UInt32](repeating: 0, count: 64)
-        for i in 0..<16 {
-            w[i] = UInt32(block[4 * i]) << 24 | UInt32(block[4 * i + 1]) << 16 | UInt32(block[4 * i + 2]) << 8 | UInt32(block[4 * i + 3])
+    /// One 64-byte block; the message schedule lives on the stack.
+    mutating func compress(_ block: UnsafeRawBufferPointer) {
+        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { w in
+            for i in 0..<16 { w[i] = UInt32(bigEndian: block.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)) }
+            for i in 16..<64 {
+                let a = w[i - 15], b = w[i - 2]
+                let s0 = SHA256.rotr(a, 7) ^ SHA256.rotr(a, 18) ^ (a >> 3)
+                let s1 = SHA256.rotr(b, 17) ^ SHA256.rotr(b, 19) ^ (b >> 10)
+                w[i] = w[i - 16] &+ s0 &+ w[i - 7] &+ s1
+            }
+            var (a, b, c, d, e, f, g, hh) = h
+            SHA256.k.withUnsafeBufferPointer { k in
+                for i in 0..<64 {
+                    let s1 = SHA256.rotr(e, 6) ^ SHA256.rotr(e, 11) ^ SHA256.rotr(e, 25)
+                    let ch = (e & f) ^ (~e & g)
+                    let t1 = hh &+ s1 &+ ch &+ k[i] &+ w[i]
+                    let s0 = SHA256.rotr(a, 2) ^ SHA256.rotr(a, 13) ^ SHA256.rotr(a, 22)
+                    let maj = (a & b) ^ (a & c) ^ (b & c)
+                    hh = g; g = f; f = e; e = d &+ t1; d = c; c = b; b = a; a = t1 &+ s0 &+ maj
+                }
+            }
+            h = (h.0 &+ a, h.1 &+ b, h.2 &+ c, h.3 &+ d, h.4 &+ e, h.5 &+ f, h.6 &+ g, h.7 &+ hh)
         }
-        for i in 16..<64 {
-            let s0 = SHA256.rotr(w[i - 15], 7) ^ SHA256.rotr(w[i - 15], 18) ^ (w[i - 15] >> 3)
-            let s1 = SHA256.rotr(w[i - 2], 17) ^ SHA256.rotr(w[i - 2], 19) ^ (w[i - 2] >> 10)
-            w[i] = w[i - 16] &+ s0 &+ w[i - 7] &+ s1
-        }
-        var (a, b, c, d, e, f, g, hh) = h
-        for i in 0..<64 {
-            let s1 = SHA256.rotr(e, 6) ^ SHA256.rotr(e, 11) ^ SHA256.rotr(e, 25)
-            let ch = (e & f) ^ (~e & g)
-            let t1 = hh &+ s1 &+ ch &+ SHA256.k[i] &+ w[i]
-            let s0 = SHA256.rotr(a, 2) ^ SHA256.rotr(a, 13) ^ SHA256.rotr(a, 22)
-            let maj = (a & b) ^ (a & c) ^ (b & c)
-            let t2 = s0 &+ maj
-            hh = g; g = f; f = e; e = d &+ t1; d = c; c = b; b = a; a = t1 &+ t2
-        }
-        h = (h.0 &+ a, h.1 &+ b, h.2 &+ c, h.3 &+ d, h.4 &+ e, h.5 &+ f, h.6 &+ g, h.7 &+ hh)
     }
 }
 

@@ -9,15 +9,22 @@ import Glibc
 
 @main
 struct Ctsync: ParsableCommand {
-    /// Log to stderr; CTSYNC_LOG=debug|info|notice|warning|error sets the level (default error).
-    static let logging: Void = {
-        let level = ProcessInfo.processInfo.environment["CTSYNC_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .error
+    /// Log to stderr; CTSYNC_LOG=debug|info|notice|warning|error sets the level (default
+    /// error for commands, info for daemons).
+    static let logging: Void = bootstrapLogging(default: .error)
+
+    nonisolated(unsafe) static var loggingStarted = false
+
+    static func bootstrapLogging(default level: Logger.Level) {
+        guard !loggingStarted else { return }
+        loggingStarted = true
+        let level = ProcessInfo.processInfo.environment["CTSYNC_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? level
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
             h.logLevel = level
             return h
         }
-    }()
+    }
 
     /// Argument errors end in one line on stderr and exit status 2, like every other bad
     /// input (not the parser's usage block and status 64); --help still prints in full.

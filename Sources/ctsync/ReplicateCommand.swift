@@ -79,6 +79,7 @@ extension Ctsync.Replicate {
         var filterText: String?
         @Option(help: "seconds between comparisons of the table with what the standbys hold (catches changes no event reported)")
         var refresh: Int64 = 10
+        @Option(help: "event socket receive buffer in bytes (an overflow makes a full re-send)") var eventBuffer = 8 << 20
         @OptionGroup var daemon: DaemonOptions
 
         func validate() throws {
@@ -90,6 +91,10 @@ extension Ctsync.Replicate {
                 printError("ctsync replicate active: give at least one --peer HOST:PORT")
                 throw ExitCode(2)
             }
+            if !(4096...(1 << 30)).contains(eventBuffer) {
+                printError("ctsync replicate active: --event-buffer takes bytes from 4096 to 1073741824")
+                throw ExitCode(2)
+            }
             if !(1...86_400).contains(refresh) {
                 printError("ctsync replicate active: --refresh takes seconds from 1 to 86400")
                 throw ExitCode(2)
@@ -97,10 +102,10 @@ extension Ctsync.Replicate {
         }
 
         func run() throws {
-            _ = Ctsync.logging
+            Ctsync.bootstrapLogging(default: .info)
             let key = try daemon.key("ctsync replicate active")
             let filter = try TableSides.filter(filterText, program: "ctsync replicate active")
-            let node = ActiveNode(psk: key, name: daemon.name, peers: peer.compactMap(parseEndpoint), refresh: refresh,
+            let node = ActiveNode(psk: key, name: daemon.name, peers: peer.compactMap(parseEndpoint), refresh: refresh, eventBuffer: eventBuffer,
                                   filter: { e in filter?.matches(e) ?? true })
             if let v = try? String(contentsOfFile: "/proc/sys/net/netfilter/nf_conntrack_events", encoding: .utf8),
                v.trimmingCharacters(in: .whitespacesAndNewlines) == "2" {
@@ -149,7 +154,7 @@ extension Ctsync.Replicate {
         }
 
         func run() throws {
-            _ = Ctsync.logging
+            Ctsync.bootstrapLogging(default: .info)
             let key = try daemon.key("ctsync replicate standby")
             let (host, port) = parseEndpoint(listen)!
             let node = StandbyNode(psk: key, name: daemon.name, inject: inject, allowHostTable: hostTable)
