@@ -133,11 +133,26 @@ public final class StandbyNode: @unchecked Sendable {
         }
     }
 
+    private var conntrackd: [ConntrackdLink] = []
+
+    /// Receives from a conntrackd active node as well (its FTFW or NOTRACK messages):
+    /// asks it for its table at once and whenever it (re)starts.
+    public func attach(_ link: ConntrackdLink) {
+        link.onEntry = { [cache] kind, e in cache.apply(kind, e) }
+        link.onExpectation = { [cache] kind, x in cache.apply(kind, x) }
+        link.onPeerHello = { [weak link] in link?.requestResync() }
+        lock.withLock { conntrackd.append(link) }
+        link.start()
+        link.requestResync()
+    }
+
     /// Asks every connected active node for a full bulk transfer.
     public func requestResync() -> Int {
         let sessions = lock.withLock { peers.values.map(\.session) }
         for s in sessions { s.execute { s.send(.resyncRequest) } }
-        return sessions.count
+        let links = lock.withLock { conntrackd }
+        for l in links { l.requestResync() }
+        return sessions.count + links.count
     }
 
     public func status(maxLag: UInt64 = 0) -> NodeStatus {
@@ -160,8 +175,13 @@ public final class StandbyNode: @unchecked Sendable {
                 st.lines.append("peer \(p.session.peer?.node ?? "?") \(p.session.remote): frames \(p.session.received), lag \(lag) frames, last frame \(String(format: "%.1f", idle)) s ago")
                 if lag <= maxLag && idle < 3 { fresh = true }
             }
-            if peers.isEmpty { st.lines.append("no active node connected") }
-            st.ready = fresh && cache.bulksCompleted > 0 && !cache.inBulk
+            for l in conntrackd {
+                let c = l.counters
+                st.lines.append("conntrackd peer (\(l.mode.rawValue)): messages received \(c.received), sent \(c.sent), refused \(c.malformed), gaps \(c.gaps)")
+                if c.received > 0 { fresh = true }
+            }
+            if peers.isEmpty && conntrackd.isEmpty { st.lines.append("no active node connected") }
+            st.ready = fresh && (cache.bulksCompleted > 0 || !conntrackd.isEmpty) && !cache.inBulk
             return st
         }
     }
@@ -205,8 +225,9 @@ public final class ActiveNode: @unchecked Sendable {
     /// The event socket's receive buffer in bytes.
     let eventBuffer: Int
 
-    public init(psk: [UInt8], name: String, peers: [(String, Int)], refresh: Int64 = 10, eventBuffer: Int = 8 << 20,
-                filter: @escaping (ConntrackEntry) -> Bool = { _ in true }) {
+    /// `udpLinks`: conntrackd sync peers (address, port), left out like the TCP links.
+    public init(psk: [UInt8], name: String, peers: [(String, Int)], udpLinks: [(String, Int)] = [], refresh: Int64 = 10,
+                eventBuffer: Int = 8 << 20, filter: @escaping (ConntrackEntry) -> Bool = { _ in true }) {
         self.psk = HMACKey(psk)
         self.name = name
         self.refresh = refresh
@@ -214,10 +235,14 @@ public final class ActiveNode: @unchecked Sendable {
         self.peers = peers.map { Peer(host: $0.0, port: $0.1) }
         // The replication connections themselves are left out (conntrackd needs them listed
         // by hand in IgnoreTrafficFor): a standby has no use for them.
-        let links = peers.compactMap { p in IPAddress(p.0).map { ($0, UInt16(p.1)) } }
+        let links = peers.compactMap { p in IPAddress(p.0).map { ($0, UInt16(p.1), UInt8(6)) } }
+            + udpLinks.compactMap { p in IPAddress(p.0).map { ($0, UInt16(p.1), UInt8(17)) } }
         self.filter = { e in
             let o = e.original
-            if o.l4proto == 6, links.contains(where: { ($0.0 == o.destination && $0.1 == o.destinationPort) || ($0.0 == o.source && $0.1 == o.sourcePort) }) {
+            // The peer at either end, its port at either end (conntrackd sends from an
+            // ephemeral port to the sync port).
+            if links.contains(where: { $0.2 == o.l4proto && ($0.0 == o.destination || $0.0 == o.source)
+                                        && ($0.1 == o.destinationPort || $0.1 == o.sourcePort) }) {
                 return false
             }
             return filter(e)
@@ -382,9 +407,14 @@ public final class ActiveNode: @unchecked Sendable {
                 lock.withLock { overflows += 1 }
                 logger.warning("event socket overflow: re-sending everything to every standby")
                 loop.execute { [self] in for p in peers { bulk(to: p) } }
+                for l in lock.withLock({ conntrackd }) { bulk(to: l) }
             case .entry(let kind, let e):
                 guard filter(e) else { continue }
                 lock.withLock { events += 1 }
+                for l in lock.withLock({ conntrackd }) {
+                    l.send(kind, e)
+                    if !stream.hasBufferedEvents { l.flush() }
+                }
                 let payload = FramePayload.entry(e, kind)
                 let key = ExternalCache.Key(e.zone, e.original), digest = kind == .destroy ? nil : ActiveNode.digest(e)
                 loop.execute { [self] in
@@ -392,6 +422,7 @@ public final class ActiveNode: @unchecked Sendable {
                     for p in peers { deliver(p, .entry, payload) }
                 }
             case .expectation(let kind, let x):
+                for l in lock.withLock({ conntrackd }) { l.send(kind, x); l.flush() }
                 var b: [UInt8] = [UInt8([EventKind.new, .update, .destroy].firstIndex(of: kind)!)]
                 ConntrackJSON.write(x, to: &b)
                 loop.execute { [self] in for p in peers { deliver(p, .expectation, b) } }
@@ -411,7 +442,11 @@ public final class ActiveNode: @unchecked Sendable {
         st.lines.append("role active, node \(name)")
         let (rf, rp) = lock.withLock { (refreshes, repaired) }
         st.lines.append("events \(ev), event socket overflows \(ov), refreshes \(rf) (changes they found: \(rp))")
-        var all = !peers.isEmpty
+        for l in lock.withLock({ conntrackd }) {
+            let c = l.counters
+            st.lines.append("conntrackd peer (\(l.mode.rawValue)): messages sent \(c.sent), received \(c.received), resent \(c.resent), resyncs asked \(c.resyncs)")
+        }
+        var all = !peers.isEmpty || !lock.withLock({ conntrackd.isEmpty })
         for p in peers {
             let sent = p.session?.sent ?? 0
             let lag = sent > p.acked ? sent - p.acked : 0
@@ -423,8 +458,39 @@ public final class ActiveNode: @unchecked Sendable {
         return st
     }
 
+    private var conntrackd: [ConntrackdLink] = []
+
+    /// Sends to a conntrackd standby as well: its whole table now and whenever it asks
+    /// (RESYNC) or restarts (HELLO), and every event.
+    public func attach(_ link: ConntrackdLink) {
+        link.onResyncRequest = { [weak self, weak link] in if let self, let link { bulk(to: link) } }
+        link.onPeerHello = { [weak self, weak link] in if let self, let link { bulk(to: link) } }
+        lock.withLock { conntrackd.append(link) }
+        link.start()
+        bulk(to: link)
+    }
+
+    func bulk(to link: ConntrackdLink) {
+        Thread { [self] in
+            var entries: [ConntrackEntry] = []
+            var expectations: [Expectation] = []
+            do {
+                let table = try ConntrackTable()
+                _ = try table.dump { e in if filter(e) { entries.append(e) } }
+                _ = try table.dumpExpectations { expectations.append($0) }
+            } catch {
+                logger.error("dump for the conntrackd peer failed: \(error)")
+                return
+            }
+            link.sendAll(entries, expectations: expectations)
+            logger.info("sent \(entries.count) entries to the conntrackd peer")
+        }.start()
+    }
+
     public func resync() -> Int {
         group.next().execute { [self] in for p in peers { bulk(to: p) } }
-        return peers.count
+        let links = lock.withLock { conntrackd }
+        for l in links { bulk(to: l) }
+        return peers.count + links.count
     }
 }

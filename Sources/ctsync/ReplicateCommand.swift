@@ -3,6 +3,7 @@ import ConntrackCore
 import Dispatch
 import Foundation
 import KernelConntrack
+import Logging
 import Replication
 #if canImport(Glibc)
 import Glibc
@@ -25,11 +26,17 @@ extension Ctsync {
 
 /// Options shared by the daemons.
 struct DaemonOptions: ParsableArguments {
-    @Option(help: "file holding the pre-shared key (at least 16 bytes)") var keyFile: String
+    @Option(help: "file holding the pre-shared key (at least 16 bytes; needed for ctsync peers)") var keyFile: String?
     @Option(help: "this node's name in the peers' logs") var name: String = ProcessInfo.processInfo.hostName
     @Option(help: "control socket path") var control = "/run/ctsync-replicate.sock"
 
-    func key(_ program: String) throws -> [UInt8] {
+    /// The key, required when `needed` (ctsync peers); otherwise unused random bytes.
+    func key(_ program: String, needed: Bool = true) throws -> [UInt8] {
+        guard let keyFile else {
+            if !needed { return (0..<32).map { _ in UInt8.random(in: 0...255) } }
+            printError("\(program): --key-file is needed to talk to ctsync peers")
+            throw ExitCode(2)
+        }
         guard let data = FileManager.default.contents(atPath: keyFile) else {
             printError("\(program): cannot read the key file \(keyFile)")
             throw ExitCode(2)
@@ -41,6 +48,38 @@ struct DaemonOptions: ParsableArguments {
             throw ExitCode(2)
         }
         return k
+    }
+}
+
+/// A conntrackd peer: `LOCAL:PORT,PEER:PORT` (IPv4; conntrackd's UDP channel uses one port
+/// on both ends) and its sync mode.
+struct ConntrackdOptions: ParsableArguments {
+    @Option(help: "also speak conntrackd's sync protocol over UDP: LOCAL-ADDR:PORT,PEER-ADDR:PORT (e.g. 192.0.2.2:3780,192.0.2.1:3780)")
+    var conntrackd: String?
+    @Option(help: "conntrackd sync mode: ftfw or notrack") var conntrackdMode = "ftfw"
+
+    func endpoints(_ program: String) throws -> ((String, Int), (String, Int), ConntrackdLink.Mode)? {
+        guard let conntrackd else { return nil }
+        let parts = conntrackd.split(separator: ",").map(String.init)
+        guard parts.count == 2, let local = parseEndpoint(parts[0]), let peer = parseEndpoint(parts[1]) else {
+            printError("\(program): --conntrackd takes LOCAL-ADDR:PORT,PEER-ADDR:PORT, not `\(conntrackd)'")
+            throw ExitCode(2)
+        }
+        guard let mode = ConntrackdLink.Mode(rawValue: conntrackdMode) else {
+            printError("\(program): --conntrackd-mode takes ftfw or notrack, not `\(conntrackdMode)'")
+            throw ExitCode(2)
+        }
+        return (local, peer, mode)
+    }
+
+    func link(_ program: String, logger: String) throws -> ConntrackdLink? {
+        guard let (local, peer, mode) = try endpoints(program) else { return nil }
+        do {
+            return try ConntrackdLink(local: local, peer: peer, mode: mode, logger: Logger(label: logger))
+        } catch {
+            printError("\(program): --conntrackd: \(error)")
+            throw ExitCode(2)
+        }
     }
 }
 
@@ -74,7 +113,8 @@ extension Ctsync.Replicate {
     struct Active: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Follow this node's table (dump, then ctnetlink events) and stream it to the standbys.")
-        @Option(help: "a standby's HOST:PORT (repeatable)") var peer: [String]
+        @Option(help: "a standby's HOST:PORT (repeatable)") var peer: [String] = []
+        @OptionGroup var conntrackdOptions: ConntrackdOptions
         @Option(name: .customLong("where"), parsing: .unconditional, help: "conntrack -L filters: only matching entries are replicated")
         var filterText: String?
         @Option(help: "seconds between comparisons of the table with what the standbys hold (catches changes no event reported)")
@@ -87,10 +127,11 @@ extension Ctsync.Replicate {
                 printError("ctsync replicate active: --peer takes HOST:PORT, not `\(p)'")
                 throw ExitCode(2)
             }
-            if peer.isEmpty {
-                printError("ctsync replicate active: give at least one --peer HOST:PORT")
+            if peer.isEmpty && conntrackdOptions.conntrackd == nil {
+                printError("ctsync replicate active: give at least one --peer HOST:PORT (or --conntrackd)")
                 throw ExitCode(2)
             }
+            _ = try conntrackdOptions.endpoints("ctsync replicate active")
             if !(4096...(1 << 30)).contains(eventBuffer) {
                 printError("ctsync replicate active: --event-buffer takes bytes from 4096 to 1073741824")
                 throw ExitCode(2)
@@ -103,9 +144,11 @@ extension Ctsync.Replicate {
 
         func run() throws {
             Ctsync.bootstrapLogging(default: .info)
-            let key = try daemon.key("ctsync replicate active")
+            let key = try daemon.key("ctsync replicate active", needed: !peer.isEmpty)
             let filter = try TableSides.filter(filterText, program: "ctsync replicate active")
-            let node = ActiveNode(psk: key, name: daemon.name, peers: peer.compactMap(parseEndpoint), refresh: refresh, eventBuffer: eventBuffer,
+            let udpLinks = try conntrackdOptions.endpoints("ctsync replicate active").map { [$0.1] } ?? []
+            let node = ActiveNode(psk: key, name: daemon.name, peers: peer.compactMap(parseEndpoint), udpLinks: udpLinks,
+                                  refresh: refresh, eventBuffer: eventBuffer,
                                   filter: { e in filter?.matches(e) ?? true })
             if let v = try? String(contentsOfFile: "/proc/sys/net/netfilter/nf_conntrack_events", encoding: .utf8),
                v.trimmingCharacters(in: .whitespacesAndNewlines) == "2" {
@@ -113,8 +156,10 @@ extension Ctsync.Replicate {
                            "their changes reach the standbys with the comparison every \(refresh) s (set it to 1 to have them at once)")
             }
             let control: ControlServer
+            let link = try conntrackdOptions.link("ctsync replicate active", logger: "ctsync.replicate.conntrackd")
             do {
                 try node.start()
+                if let link { node.attach(link) }
                 control = try ControlServer(path: daemon.control) { line in
                     let words = line.split(separator: " ")
                     switch words.first {
@@ -131,7 +176,7 @@ extension Ctsync.Replicate {
                 throw ExitCode(2)
             }
             control.start()
-            printError("ctsync replicate active: streaming to \(peer.joined(separator: ", ")); control socket \(daemon.control)")
+            printError("ctsync replicate active: streaming to \((peer + [conntrackdOptions.conntrackd.map { "conntrackd " + $0 }].compactMap { $0 }).joined(separator: ", ")); control socket \(daemon.control)")
             waitForTermination()
             control.stop()
             node.stop()
@@ -141,27 +186,34 @@ extension Ctsync.Replicate {
     struct Standby: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Accept the active node's stream and keep its table in an external cache (or --inject it).")
-        @Option(help: "HOST:PORT to listen on") var listen: String
+        @Option(help: "HOST:PORT to listen on for ctsync active nodes") var listen: String?
+        @OptionGroup var conntrackdOptions: ConntrackdOptions
         @Flag(help: "write every change into this node's kernel at once instead of caching it") var inject = false
         @Flag(help: "allow writing to the host's own conntrack table (commit, --inject)") var hostTable = false
         @OptionGroup var daemon: DaemonOptions
 
         func validate() throws {
-            if parseEndpoint(listen) == nil {
+            if let listen, parseEndpoint(listen) == nil {
                 printError("ctsync replicate standby: --listen takes HOST:PORT, not `\(listen)'")
                 throw ExitCode(2)
             }
+            if listen == nil && conntrackdOptions.conntrackd == nil {
+                printError("ctsync replicate standby: give --listen HOST:PORT (or --conntrackd)")
+                throw ExitCode(2)
+            }
+            _ = try conntrackdOptions.endpoints("ctsync replicate standby")
         }
 
         func run() throws {
             Ctsync.bootstrapLogging(default: .info)
-            let key = try daemon.key("ctsync replicate standby")
-            let (host, port) = parseEndpoint(listen)!
+            let key = try daemon.key("ctsync replicate standby", needed: listen != nil)
             let node = StandbyNode(psk: key, name: daemon.name, inject: inject, allowHostTable: hostTable)
             let control: ControlServer
             let hostTable = self.hostTable
+            let link = try conntrackdOptions.link("ctsync replicate standby", logger: "ctsync.replicate.conntrackd")
             do {
-                try node.start(host: host, port: port)
+                if let listen, let (host, port) = parseEndpoint(listen) { try node.start(host: host, port: port) }
+                if let link { node.attach(link) }
                 control = try ControlServer(path: daemon.control) { line in
                     let words = line.split(separator: " ")
                     switch words.first {
@@ -189,7 +241,7 @@ extension Ctsync.Replicate {
                 throw ExitCode(2)
             }
             control.start()
-            printError("ctsync replicate standby: listening on \(listen); control socket \(daemon.control)")
+            printError("ctsync replicate standby: listening on \(([listen] + [conntrackdOptions.conntrackd.map { "conntrackd " + $0 }]).compactMap { $0 }.joined(separator: ", ")); control socket \(daemon.control)")
             waitForTermination()
             control.stop()
             node.stop()

@@ -1,0 +1,635 @@
+#!/usr/bin/env bash
+# Replication benchmark (issue 6): ctsync replicate beside conntrackd 1.4.7, in one run:
+#   (a) replication of N entries from an active node's table into a standby's cache
+#         ctsync:     `ctsync replicate active` started beside a waiting standby, timed from
+#                     the active's start (its kernel dump and the bulk transfer) until the
+#                     standby's `status` shows the N entries and no bulk in progress; and a
+#                     re-send between nodes already in step (`ctsync replicate resync`)
+#         conntrackd: FTFW over UDP, `conntrackd -n` on the standby (a resync of the
+#                     active's internal cache, which it dumped from its kernel at start),
+#                     timed until the standby's external cache holds N; its start-up dump
+#                     is timed too, for a figure counted from the start like ctsync's
+#   (b) commit of the standby's cache into its empty kernel table
+#         `ctsync replicate commit`  against  `conntrackd -c`
+#   (c) event-to-standby latency under a steady stream of new connections (RATE/s for
+#       GEN_SECONDS s, one UDP datagram per new tuple from a Python generator in the active
+#       namespace): how old the newest entry in the standby's cache is, sampled every
+#       20 ms, for both daemons alike; and ctsync's own latency line in `status` if it
+#       prints one (nf_conntrack_timestamp=1 on the active).
+# Every table is in a throwaway network namespace (never the host's table): an active and a
+# standby linked by a veth pair (192.0.2.1 / 192.0.2.2, as in contrib/lab/lab.sh), and a
+# sink namespace that swallows the generated datagrams.
+#
+#   bash contrib/bench/replicate.sh                (needs root; installs conntrackd if missing)
+#   N=100000 RUNS=3 RATE=10000 CTSYNC=/tmp/ctsync-bin bash contrib/bench/replicate.sh
+#
+# Prints a markdown table to stdout (progress goes to stderr) and writes it to
+# contrib/bench/out/replicate.md. With RUNS > 1 every figure is the median of RUNS runs.
+set -euo pipefail
+shopt -s inherit_errexit
+export LC_ALL=C                       # "." as the decimal point in EPOCHREALTIME and awk
+cd "$(dirname "$0")/../.."            # every path below is relative to the repository
+
+n=${N:-100000}
+runs=${RUNS:-1}
+gen_rate=${RATE:-10000}               # new connections per second in stage (c)
+gen_secs=${GEN_SECONDS:-5}
+port=${PORT:-3780}                    # conntrackd's UDP port on the sync link
+cport=${CPORT:-7890}                  # ctsync's TCP port on the sync link
+wait_limit=${WAIT:-120}               # seconds to wait for any replication
+poll_us=$(( ${POLL_MS:-20} * 1000 ))   # poll period of the standbys' status
+out=contrib/bench/out
+ns_a=ctrep$$a                         # the active node
+ns_b=ctrep$$b                         # the standby
+ns_s=ctrep$$s                         # sink for the generated datagrams (no conntrack)
+
+die() { echo "replicate-bench: $*" >&2; exit 1; }
+say() { echo "replicate-bench: $*" >&2; }
+
+# --- Prerequisites -----------------------------------------------------------------
+[ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
+ctsync_src=$(realpath -e "${CTSYNC:-.build/release/ctsync}" 2>/dev/null) ||
+  die "no ctsync at ${CTSYNC:-.build/release/ctsync} (swift build -c release, or set CTSYNC)"
+[ -x "$ctsync_src" ] || die "$ctsync_src is not executable"
+for tool in conntrack nft ip awk sed python3; do
+  command -v "$tool" >/dev/null || die "$tool not found"
+done
+if ! command -v conntrackd >/dev/null; then
+  say "installing conntrackd"
+  apt-get install -y -qq conntrackd >/dev/null || die "cannot install conntrackd"
+fi
+pgrep -x conntrackd >/dev/null && say "note: a conntrackd is already running on this host (left alone)"
+
+mkdir -p "$out"
+out=$(realpath "$out")
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/ctrepl.XXXXXX")
+# A private copy of the binary: a rebuild during the run does not change what is measured.
+cp "$ctsync_src" "$tmp/ctsync"
+ctsync=$tmp/ctsync
+head -c 32 /dev/urandom > "$tmp/key"
+
+# --- Namespaces, limits, cleanup ---------------------------------------------------------
+max_file=/proc/sys/net/netfilter/nf_conntrack_max
+hash_file=/sys/module/nf_conntrack/parameters/hashsize
+modprobe nf_conntrack 2>/dev/null || true   # built in on some kernels (no modprobe at all)
+[ -e "$max_file" ] && [ -e "$hash_file" ] || die "nf_conntrack is not available"
+host_max0=$(cat "$max_file")
+host_hash0=$(cat "$hash_file")
+notes=()
+pids=()                               # daemons started by this script
+
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+stop_daemons() {
+  local pid
+  for pid in "${pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  pids=()
+}
+drop_ns() {
+  [ -e "/run/netns/$1" ] || return 0
+  # Flushing first frees the entries now rather than in the kernel's asynchronous
+  # namespace cleanup, which would compete with whatever is timed next.
+  in_ns "$1" conntrack -F >/dev/null 2>&1 || true
+  ip netns del "$1" 2>/dev/null || true
+}
+cleanup() {
+  stop_daemons
+  [ -n "${poller:-}" ] && { kill "$poller" 2>/dev/null || true; wait "$poller" 2>/dev/null || true; }
+  drop_ns "$ns_a"
+  drop_ns "$ns_b"
+  drop_ns "$ns_s"
+  [ "$(cat "$max_file")" = "$host_max0" ] || echo "$host_max0" > "$max_file" || true
+  [ "$(cat "$hash_file")" = "$host_hash0" ] || echo "$host_hash0" > "$hash_file" || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Room for n entries in a namespace (copied from load.sh): nf_conntrack_max is writable
+# per namespace on some kernels; where it is not, raise the host's, only upward (restored).
+make_room() {
+  local need=$(( n + 1024 ))
+  if [ "$(in_ns "$1" cat "$max_file")" -lt "$need" ]; then
+    if in_ns "$1" sh -c "echo $need > $max_file" 2>/dev/null; then :; else
+      echo "$need" > "$max_file"
+      notes+=("Raised the host's global nf_conntrack_max from $host_max0 to $need for the run (restored afterwards).")
+    fi
+    [ "$(in_ns "$1" cat "$max_file")" -ge "$need" ] || die "cannot raise nf_conntrack_max to $need"
+  fi
+  if [ "$(cat "$hash_file")" -lt "$n" ]; then
+    echo "$n" > "$hash_file"
+    notes+=("nf_conntrack hashsize raised from $host_hash0 to $n buckets for the run (global; restored afterwards).")
+  fi
+}
+
+# A fresh namespace, as in load.sh: a ct state rule makes the kernel track the namespace's
+# own traffic, a `ct label set` rule (never matching) gives every entry room for labels
+# (without one the kernel drops the labels of created entries silently). Both daemons'
+# sync traffic is left untracked, so that it adds no entry to the tables being counted
+# (ctsync leaves its own connection out of what it replicates anyway; conntrackd needs an
+# ignore filter). IPv6 off (no neighbour discovery).
+fresh_ns() {
+  drop_ns "$1"
+  ip netns add "$1"
+  ip -n "$1" link set lo up
+  in_ns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+  in_ns "$1" nft -f - <<NFT
+table inet ctrepl {
+  chain raw_prerouting {
+    type filter hook prerouting priority raw; policy accept;
+    udp dport $port notrack
+    tcp dport $cport notrack
+    tcp sport $cport notrack
+  }
+  chain raw_output {
+    type filter hook output priority raw; policy accept;
+    udp dport $port notrack
+    tcp dport $cport notrack
+    tcp sport $cport notrack
+  }
+  chain output {
+    type filter hook output priority 0; policy accept;
+    ct state new counter
+    meta mark 0x7fffffff ct label set 127
+  }
+}
+NFT
+  make_room "$1"
+}
+
+# The pair: active (ctl0, 192.0.2.1) -- standby (ctl1, 192.0.2.2), and the active's
+# "uplink" d0 (198.51.100.1/24, no ARP) into the sink namespace, which has no address and
+# no rules (so no conntrack): datagrams to 198.51.100.x leave the active and are dropped.
+fresh_pair() {
+  fresh_ns "$ns_a"
+  fresh_ns "$ns_b"
+  drop_ns "$ns_s"
+  ip netns add "$ns_s"
+  ip link add ctl0 netns "$ns_a" type veth peer name ctl1 netns "$ns_b"
+  ip -n "$ns_a" addr add 192.0.2.1/24 dev ctl0
+  ip -n "$ns_b" addr add 192.0.2.2/24 dev ctl1
+  ip -n "$ns_a" link set ctl0 up
+  ip -n "$ns_b" link set ctl1 up
+  ip link add d0 netns "$ns_a" type veth peer name d1 netns "$ns_s"
+  ip -n "$ns_a" addr add 198.51.100.1/24 dev d0
+  ip -n "$ns_a" link set d0 arp off up
+  ip -n "$ns_s" link set d1 up
+}
+
+count() { in_ns "$1" conntrack -C; }
+rx() { in_ns "$ns_b" cat "/sys/class/net/ctl1/statistics/rx_$1"; }
+mib() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / 1048576 }'; }
+rss_mib() { awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo "?"; }
+
+# --- Timing helpers ------------------------------------------------------------------------
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) printf "%s\n", v[int((NR + 1) / 2)] }'; }
+med() { printf '%s\n' "$@" | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) { print "—"; exit } r = a / b; printf (r < 0.1 ? "%.4f" : "%.2f"), r }'; }
+secs() { awk -v s="$1" 'BEGIN { printf "%.3f", s }'; }
+ms() { awk -v s="$1" 'BEGIN { printf "%.1f", s }'; }
+sum() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", a + b }'; }
+since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", b - a }'; }   # seconds from a to b
+us() { local t=${1:-$EPOCHREALTIME}; echo $(( 10#${t/./} )); }         # µs since the epoch
+sleep_until() {   # µs
+  local d=$(( $1 - $(us) ))
+  [ "$d" -gt 0 ] && sleep "$(printf '%d.%06d' $(( d / 1000000 )) $(( d % 1000000 )))"
+  return 0
+}
+
+# What a table holds compared with snapshot FILE, leaving out timeouts (they run down) and
+# counters (ctnetlink cannot set them). Copied from load.sh.
+fidelity() {
+  local first
+  first=$(in_ns "$1" "$ctsync" diff "snapshot:$2" kernel --ignore timeout,counters 2>/dev/null | head -1) || true
+  case "$first" in
+    *"no divergence"*) echo "same as $3" ;;
+    *divergences*) echo "$(sed 's/.* \([0-9]*\) divergences.*/\1/' <<<"$first") divergences from $3" ;;
+    *) echo "diff failed" ;;
+  esac
+}
+
+# --- ctsync ------------------------------------------------------------------------------
+ct_status() { "$ctsync" replicate status --control "$1" 2>/dev/null; }   # a UNIX socket: any namespace
+ct_cache() { sed -n 's/^cache \([0-9]*\) entries.*/\1/p' <<<"$1"; }
+ct_done() {   # STATUS N BULKS: N entries cached, BULKS bulk transfers complete, none in progress
+  [[ $1 == *$'\n'"cache $2 entries, 0 expectations, $3 bulk transfers"$'\n'* ]]
+}
+start_ct() {   # NS ROLE ARGS...: a ctsync replicate daemon; waits for its control socket
+  local ns=$1 role=$2 i; shift 2
+  rm -f "$tmp/$role.sock"
+  ip netns exec "$ns" "$ctsync" replicate "$role" "$@" --key-file "$tmp/key" \
+    --control "$tmp/$role.sock" --name "$role" > "$tmp/ct-$role.log" 2>&1 &
+  pids+=($!)
+  for i in $(seq 200); do
+    ct_status "$tmp/$role.sock" >/dev/null && return 0
+    kill -0 "${pids[-1]}" 2>/dev/null || die "ctsync replicate $role exited: $(tail -3 "$tmp/ct-$role.log")"
+    sleep 0.02
+  done
+  die "ctsync replicate $role did not answer on its control socket"
+}
+# Polls the standby every 20 ms (from T0_US) until ct_done; prints "seconds-from-T0 polls
+# seconds-to-the-first-poll-that-saw-the-bulk-in-progress" (0 if none did).
+wait_ct() {   # T0_US N BULKS
+  local t0=$1 want=$2 bulks=$3 next=$1 polls=0 st now inbulk=0
+  while :; do
+    st=$(ct_status "$tmp/standby.sock") || true
+    now=$(us); polls=$(( polls + 1 ))
+    [ "$inbulk" = 0 ] && [[ $st == *"bulk transfer in progress"* ]] && inbulk=$(( now - t0 ))
+    ct_done "$st" "$want" "$bulks" && break
+    [ $(( now - t0 )) -lt $(( wait_limit * 1000000 )) ] ||
+      die "the standby did not reach $want entries after $bulks bulk transfers: $(tr '\n' ';' <<<"$st")"
+    next=$(( next + poll_us ))
+    sleep_until "$next"
+  done
+  awk -v d=$(( now - t0 )) -v p="$polls" -v b="$inbulk" 'BEGIN { printf "%.6f %d %.6f\n", d / 1e6, p, b / 1e6 }'
+}
+
+# --- conntrackd (configuration and helpers as in load.sh) ------------------------------------
+cd_conf() {   # NODE SELF PEER DEV
+  rm -f "$tmp/$1.log"
+  cat > "$tmp/$1.conf" <<CONF
+General {
+	HashSize 65536
+	HashLimit $(( 4 * n > 262144 ? 4 * n : 262144 ))
+	LogFile $tmp/$1.log
+	Syslog off
+	LockFile $tmp/$1.lock
+	UNIX {
+		Path $tmp/$1.ctl
+	}
+	NetlinkBufferSize 16777216
+	NetlinkBufferSizeMaxGrowth 134217728
+	NetlinkOverrunResync off
+	Filter From Userspace {
+		Address Ignore {
+			IPv4_address 127.0.0.1
+			IPv4_address 192.0.2.0/24
+		}
+	}
+}
+Sync {
+	Mode FTFW {
+		ResendQueueSize $(( 2 * n > 131072 ? 2 * n : 131072 ))
+	}
+	UDP {
+		IPv4_address $2
+		IPv4_Destination_Address $3
+		Port $port
+		Interface $4
+		SndSocketBuffer 67108864
+		RcvSocketBuffer 67108864
+		Checksum on
+	}
+}
+CONF
+}
+cache_count() {   # NS NODE WHICH: objects in conntrackd's internal or external cache
+  in_ns "$1" conntrackd -C "$tmp/$2.conf" -s cache 2>/dev/null |
+    awk -v w="cache:$3" '$1 == w { print $NF; f = 1 } END { exit !f }'
+}
+start_conntrackd() {   # NS NODE
+  ip netns exec "$1" conntrackd -C "$tmp/$2.conf" > "$tmp/$2.out" 2>&1 &
+  pids+=($!)
+  local i
+  for i in $(seq 200); do
+    cache_count "$1" "$2" internal >/dev/null && return 0
+    kill -0 "${pids[-1]}" 2>/dev/null || die "conntrackd ($2) exited: $(tail -3 "$tmp/$2.out")"
+    sleep 0.02
+  done
+  die "conntrackd ($2) did not answer on its control socket"
+}
+cd_pair() {
+  cd_conf active 192.0.2.1 192.0.2.2 ctl0
+  cd_conf standby 192.0.2.2 192.0.2.1 ctl1
+}
+
+# --- Stage (c): generator, poller, analysis ----------------------------------------------------
+# One UDP socket, one datagram per new (address, port) tuple, paced with a time check: every
+# millisecond or so it sends what is due by then. Writes "time sent-so-far" after each burst.
+cat > "$tmp/gen.py" <<'PY'
+import socket, sys, time
+rate, dur, first, out = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def dst(i):
+    return ("198.51.100.%d" % (2 + i % 250), 1024 + i // 250)
+sent, tl = 0, []
+start = time.time()
+tl.append((start, 0))
+while True:
+    el = time.time() - start
+    if el >= dur:
+        break
+    due = min(int(el * rate) + 1, int(dur * rate))
+    while sent < due:
+        s.sendto(b"x", dst(first + sent))
+        sent += 1
+    tl.append((time.time(), sent))
+    time.sleep(0.001)
+with open(out, "w") as f:
+    for t, c in tl:
+        f.write("%.6f %d\n" % (t, c))
+PY
+# Poller: "before after count" every 20 ms until STOP exists (runs inside the standby's namespace).
+# shellcheck disable=SC2016
+poll_loop='
+  kind=$1 arg=$2 stop=$3 ctsync=$4 poll_us=$5
+  us() { local t=$EPOCHREALTIME; echo $(( 10#${t/./} )); }
+  next=$(us)
+  while [ ! -e "$stop" ] && [ -d "${stop%/*}" ]; do
+    a=$EPOCHREALTIME
+    if [ "$kind" = ctsync ]; then
+      c=$("$ctsync" replicate status --control "$arg" 2>/dev/null | sed -n "s/^cache \([0-9]*\) entries.*/\1/p")
+    else
+      c=$(conntrackd -C "$arg" -s cache 2>/dev/null | awk "\$1 == \"cache:external\" { print \$NF }")
+    fi
+    b=$EPOCHREALTIME
+    echo "$a $b ${c:-x}"
+    next=$(( next + poll_us )); d=$(( next - $(us) ))
+    [ "$d" -gt 0 ] && sleep "0.$(printf %06d "$d")"
+  done'
+# Analysis: for every poll, the age of the newest entry the standby holds (the c-th entry
+# generated, c = count - offset) when the poll returned: an upper bound on that entry's
+# event-to-standby latency (both clients read the count at the end of their short run, just
+# before they exit). Polls while the standby was behind or just caught up (count < total,
+# and the first poll at the total). Prints:
+#   median p99 max(ms) polls poll-duration-median(ms) sent seconds rate per-second-min per-second-max
+cat > "$tmp/ana.py" <<'PY'
+import bisect, sys
+tl = [tuple(map(float, l.split())) for l in open(sys.argv[1])]
+offset, limit = int(sys.argv[3]), float(sys.argv[4])
+ts = [t for t, _ in tl]; cs = [c for _, c in tl]
+total = int(cs[-1])
+def t_of(c):   # when the c-th datagram had been sent (interpolated between bursts)
+    i = bisect.bisect_left(cs, c)
+    if i == 0: return ts[0]
+    c0, c1, t0, t1 = cs[i - 1], cs[i], ts[i - 1], ts[i]
+    return t0 + (t1 - t0) * (c - c0) / (c1 - c0)
+def sent_at(t):
+    i = bisect.bisect_right(ts, t)
+    return cs[max(i - 1, 0)]
+ages, durs, reached = [], [], False
+for l in open(sys.argv[2]):
+    a, b, c = l.split()
+    if c == "x": continue
+    a, b, c = float(a), float(b), int(c) - offset
+    durs.append(b - a)
+    if c <= 0 or reached: continue
+    if c >= total: reached = True; c = total
+    ages.append((b - t_of(c)) * 1000)
+ages.sort(); durs.sort()
+q = lambda v, p: v[min(len(v) - 1, int(len(v) * p))] if v else float("nan")
+span = ts[-1] - ts[0]
+per = [sent_at(ts[0] + k + 1) - sent_at(ts[0] + k) for k in range(int(span))] or [total]
+print("%.1f %.1f %.1f %d %.1f %d %.3f %.0f %d %d" % (q(ages, .5), q(ages, .99), q(ages, 1), len(ages),
+      q(durs, .5) * 1000, total, span, total / span, min(per), max(per)))
+print("reached" if reached else "never reached %d (last poll %s)" % (total, l.strip()), file=sys.stderr)
+PY
+warmup() {   # 10 datagrams (tuples apart from the generator's) so the pipeline is proven first
+  in_ns "$ns_a" python3 -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(10): s.sendto(b"w", ("198.51.100.%d" % (2 + i), 9))'
+}
+# Runs the generator in the active namespace with the poller in the standby's; waits until
+# the standby holds offset + sent (at most 15 s after the generator); writes the analysis to
+# $tmp/lat-LABEL (not run in a subshell, so that cleanup knows the poller).
+latency_run() {   # KIND POLLARG OFFSET LABEL
+  local kind=$1 arg=$2 offset=$3 label=$4 sent last i
+  rm -f "$tmp/stop" "$tmp/polls-$label"
+  ip netns exec "$ns_b" bash -c "$poll_loop" poll "$kind" "$arg" "$tmp/stop" "$ctsync" "$poll_us" > "$tmp/polls-$label" &
+  poller=$!
+  sleep 0.1
+  in_ns "$ns_a" python3 "$tmp/gen.py" "$gen_rate" "$gen_secs" 100000 "$tmp/tl-$label"
+  sent=$(tail -1 "$tmp/tl-$label" | awk '{ print $2 }')
+  for i in $(seq 750); do
+    last=$(tail -1 "$tmp/polls-$label" | awk '{ print $3 }')
+    [ "$last" = $(( offset + sent )) ] && break
+    sleep 0.02
+  done
+  sleep 0.1
+  touch "$tmp/stop"
+  wait "$poller" || true
+  poller=
+  python3 "$tmp/ana.py" "$tmp/tl-$label" "$tmp/polls-$label" "$offset" 0 > "$tmp/lat-$label" 2>"$tmp/ana-$label.err" ||
+    die "latency analysis failed: $(cat "$tmp/ana-$label.err")"
+}
+
+# --- Snapshot ------------------------------------------------------------------------------
+say "writing a $n-entry snapshot"
+python3 contrib/bench/make_snapshots.py "$n" "$tmp/A.jsonl" "$tmp/B.jsonl"
+# Timeouts of an hour instead of 30 s (UDP) and 120 s (TIME_WAIT), as for conntrackd in
+# load.sh: nothing may expire between the load and the commit, for either contender.
+sed -E 's/"timeout":(30|120),/"timeout":3600,/' "$tmp/A.jsonl" > "$tmp/A-long.jsonl"
+A=$tmp/A-long.jsonl
+
+ct_repl=() ct_resync=() ct_commit=() cd_boot=() cd_repl=() cd_commit=() cd_total=()
+ct_lat=() cd_lat=() ct_rate=() cd_rate=()
+ct_check="" ct_resync_check="" ct_commit_check="" cd_check="" cd_commit_check=""
+ct_lat_check="" cd_lat_check="" ct_own_latency=""
+
+for run in $(seq "$runs"); do
+  say "run $run of $runs"
+
+  # --- ctsync: (a) replication, re-send, (b) commit ----------------------------------------------
+  fresh_pair
+  in_ns "$ns_a" "$ctsync" snapshot load --keep-timeouts "$A" 2>/dev/null
+  c=$(count "$ns_a"); [ "$c" = "$n" ] || die "active: $c of $n entries loaded"
+  start_ct "$ns_b" standby --listen "192.0.2.2:$cport"
+  st=$(ct_status "$tmp/standby.sock")
+  ct_done "$st" 0 0 || die "the standby's cache is not empty at its start: $(tr '\n' ';' <<<"$st")"
+  rx_b0=$(rx bytes) rx_p0=$(rx packets)
+  t0=$(us)
+  ip netns exec "$ns_a" "$ctsync" replicate active --peer "192.0.2.2:$cport" --key-file "$tmp/key" \
+    --control "$tmp/active.sock" --name active --refresh 3600 > "$tmp/ct-active.log" 2>&1 &
+  pids+=($!)
+  read -r t polls tb < <(wait_ct "$t0" "$n" 1) || die "replication timing failed"
+  rx_mb=$(mib "$rx_b0" "$(rx bytes)") rx_p=$(( $(rx packets) - rx_p0 ))
+  ct_repl+=("$t")
+  sleep 0.3   # the acknowledgements
+  ast=$(ct_status "$tmp/active.sock")
+  peer=$(grep -E '^peer .*: in step, frames sent [0-9]+, acknowledged [0-9]+, lag 0 frames, bulk transfers 1,' <<<"$ast") ||
+    die "the active is not in step after the bulk: $(tr '\n' ';' <<<"$ast")"
+  [ "$run" = 1 ] && ct_check="standby \"$(ct_status "$tmp/standby.sock" | grep '^cache')\"; active \"$(sed 's/^peer [^ ]* //; s/, reconnects.*//' <<<"$peer")\"; $rx_mb MiB in $rx_p packets into the standby's link; $polls polls, the first to see the bulk in progress at $(secs "$tb") s; standby RSS $(rss_mib "${pids[0]}") MiB"
+  say "ctsync replication: $(secs "$t") s from the active's start to $n entries in the standby's cache ($polls polls, bulk in progress seen first at $(secs "$tb") s; $rx_mb MiB in $rx_p packets)"
+
+  # Re-send between nodes in step: the standby asks, the active dumps its kernel again.
+  t0=$(us)
+  "$ctsync" replicate resync --control "$tmp/standby.sock" >/dev/null
+  read -r t polls tb2 < <(wait_ct "$t0" "$n" 2) || die "resync timing failed"
+  ct_resync+=("$t")
+  [ "$run" = 1 ] && ct_resync_check="standby \"$(ct_status "$tmp/standby.sock" | grep '^cache')\"; the first poll to see the bulk in progress at $(secs "$tb2") s"
+  say "ctsync resync: $(secs "$t") s ($polls polls, bulk in progress seen first at $(secs "$tb2") s)"
+
+  # (b) commit into the standby's empty table.
+  [ "$(count "$ns_b")" = 0 ] || die "the standby's table is not empty before the commit"
+  t0=$EPOCHREALTIME
+  msg=$("$ctsync" replicate commit --control "$tmp/standby.sock" 2>&1) || die "ctsync replicate commit failed: $msg"
+  t=$(since "$t0" "$EPOCHREALTIME")
+  c=$(count "$ns_b")
+  [ "$c" = "$n" ] || die "ctsync replicate commit: $c of $n entries in the standby's table ($msg)"
+  grep -q "committed $n entries and 0 expectations" <<<"$msg" || die "unexpected commit answer: $msg"
+  ct_commit+=("$t")
+  [ "$run" = 1 ] && ct_commit_check="$c in the table; \"$(grep committed <<<"$msg" | sed 's/^ok//')\"; $(fidelity "$ns_b" "$A" A)"
+  say "ctsync replicate commit: $(secs "$t") s, $c entries in the standby's table ($msg)"
+  stop_daemons
+
+  # --- conntrackd: (a) start-up dump and resync, (b) commit -----------------------------------
+  fresh_pair
+  cd_pair
+  in_ns "$ns_a" "$ctsync" snapshot load --keep-timeouts "$A" 2>/dev/null
+  c=$(count "$ns_a"); [ "$c" = "$n" ] || die "active: $c of $n entries loaded"
+  start_conntrackd "$ns_b" standby
+  c=$(cache_count "$ns_b" standby external); [ "$c" = 0 ] || die "the standby's external cache holds $c at its start"
+  t0=$(us)
+  start_conntrackd "$ns_a" active    # dumps its kernel table into its internal cache
+  next=$t0
+  while :; do
+    c=$(cache_count "$ns_a" active internal) || c=0
+    now=$(us)
+    [ "$c" = "$n" ] && break
+    [ $(( now - t0 )) -lt $(( wait_limit * 1000000 )) ] || die "active conntrackd holds $c of $n entries"
+    next=$(( next + poll_us )); sleep_until "$next"
+  done
+  boot=$(awk -v d=$(( now - t0 )) 'BEGIN { printf "%.6f", d / 1e6 }')
+  cd_boot+=("$boot")
+  c=$(cache_count "$ns_b" standby external)
+  [ "$c" = 0 ] || say "note: the standby's external cache held $c entries before the resync"
+  say "conntrackd start-up dump: $(secs "$boot") s until its internal cache held $n"
+
+  # Replication as in load.sh: `conntrackd -n` on the standby, polled as fast as it answers,
+  # timed until the external cache holds n (or has not grown for 15 s).
+  rx_b0=$(rx bytes) rx_p0=$(rx packets)
+  # shellcheck disable=SC2016
+  read -r t c polls t1 < <(in_ns "$ns_b" bash -c '
+    conf=$1 n=$2 limit=$3
+    ext() { conntrackd -C "$conf" -s cache 2>/dev/null | awk '\''$1 == "cache:external" { print $NF }'\''; }
+    a=$EPOCHREALTIME
+    conntrackd -C "$conf" -n >/dev/null 2>&1 || { echo "0 -1"; exit; }
+    last=0 tlast=$a polls=0 t1=
+    while :; do
+      c=$(ext); now=$EPOCHREALTIME; polls=$((polls + 1)); t1=${t1:-$now}
+      [ "${c:-0}" -gt "$last" ] && { last=$c; tlast=$now; }
+      [ "$last" -ge "$n" ] && break
+      awk -v a="$tlast" -v b="$now" -v s="$a" -v l="$limit" "BEGIN { exit !(b - a > 15 || b - s > l) }" && break
+      sleep 0.005
+    done
+    awk -v a="$a" -v b="$tlast" -v c="$last" -v p="$polls" -v f="$t1" \
+      "BEGIN { printf \"%.6f %d %d %.6f\\n\", b - a, c, p, f - a }"
+  ' repl "$tmp/standby.conf" "$n" "$wait_limit") || die "replication timing failed"
+  [ "$c" = "$n" ] || die "conntrackd replicated $c of $n entries: $(tail -3 "$tmp/standby.log")"
+  rx_mb=$(mib "$rx_b0" "$(rx bytes)") rx_p=$(( $(rx packets) - rx_p0 ))
+  cd_repl+=("$t") cd_total+=("$(sum "$boot" "$t")")
+  [ "$run" = 1 ] && cd_check="external cache $c of $n ($polls polls, the first answered after $(secs "$t1") s); $rx_mb MiB in $rx_p packets into the standby's link; standby RSS $(rss_mib "${pids[0]}") MiB"
+  say "conntrackd -n: $(secs "$t") s, $c entries in the standby's external cache ($polls polls; $rx_mb MiB in $rx_p packets)"
+
+  # Commit, as in load.sh: timed to the client's return or the kernel count's last growth.
+  [ "$(count "$ns_b")" = 0 ] || die "the standby's table is not empty before the commit"
+  # shellcheck disable=SC2016
+  read -r t tc c rc < <(in_ns "$ns_b" bash -c '
+    conf=$1 want=$2
+    a=$EPOCHREALTIME
+    conntrackd -C "$conf" -c >/dev/null 2>&1; rc=$?
+    r=$EPOCHREALTIME
+    last=$(conntrack -C) tlast=$r
+    while [ "$last" -lt "$want" ]; do
+      sleep 0.05
+      c=$(conntrack -C); now=$EPOCHREALTIME
+      if [ "$c" -gt "$last" ]; then last=$c tlast=$now
+      else awk -v a="$tlast" -v b="$now" "BEGIN { exit !(b - a > 1) }" && break; fi
+    done
+    awk -v a="$a" -v b="$tlast" -v r="$r" -v c="$last" -v rc="$rc" \
+      "BEGIN { printf \"%.6f %.6f %d %d\\n\", b - a, r - a, c, rc }"
+  ' commit "$tmp/standby.conf" "$n") || die "commit timing failed"
+  [ "$rc" = 0 ] || die "conntrackd -c exited $rc: $(tail -3 "$tmp/standby.log")"
+  [ "$c" = "$n" ] || die "conntrackd -c: $c of $n entries in the standby's table"
+  cd_commit+=("$t")
+  logged=$(sed -n 's/.*Committed \([0-9]*\) new entries.*/\1/p' "$tmp/standby.log" | tail -1)
+  took=$(sed -n 's/.*commit has taken \([0-9.]*\) seconds.*/\1/p' "$tmp/standby.log" | tail -1)
+  [ "$run" = 1 ] && cd_commit_check="$c in the table (its log: \"Committed ${logged:-?} new entries\", \"commit has taken ${took:-?} seconds\"; client returned after $(secs "$tc") s); $(fidelity "$ns_b" "$A" A)"
+  say "conntrackd -c: $(secs "$t") s, $c entries in the standby's table"
+  stop_daemons
+
+  # --- (c) latency, ctsync ------------------------------------------------------------------------
+  fresh_pair
+  in_ns "$ns_a" sysctl -qw net.netfilter.nf_conntrack_timestamp=1
+  start_ct "$ns_b" standby --listen "192.0.2.2:$cport"
+  ip netns exec "$ns_a" "$ctsync" replicate active --peer "192.0.2.2:$cport" --key-file "$tmp/key" \
+    --control "$tmp/active.sock" --name active --refresh 3600 > "$tmp/ct-active.log" 2>&1 &
+  pids+=($!)
+  wait_ct "$(us)" 0 1 >/dev/null || die "the ctsync pair did not connect"
+  warmup
+  wait_ct "$(us)" 10 1 >/dev/null || die "the warm-up entries did not reach the standby"
+  say "ctsync: $gen_rate new connections/s for $gen_secs s"
+  latency_run ctsync "$tmp/standby.sock" 10 ct
+  read -r m p99 mx np pd sent span r pmin pmax < "$tmp/lat-ct"
+  grep -q '^reached' "$tmp/ana-ct.err" || die "ctsync: the standby $(cat "$tmp/ana-ct.err")"
+  sleep 1.2   # an ALIVE, so the standby's lag is current
+  st=$(ct_status "$tmp/standby.sock") ast=$(ct_status "$tmp/active.sock")
+  c=$(count "$ns_a")
+  [ "$c" = $(( sent + 10 )) ] || die "ctsync latency: the active's table holds $c, not $(( sent + 10 ))"
+  [ "$(ct_cache "$st")" = "$c" ] || die "ctsync latency: the standby holds $(ct_cache "$st") of $c"
+  grep -q "^events $c," <<<"$ast" || die "ctsync latency: the active saw other than $c events: $(head -2 <<<"$ast" | tail -1)"
+  ct_lat+=("$m $p99 $mx") ct_rate+=("$r")
+  own=$(grep '^event latency' <<<"$st" || true)
+  if [ "$run" = 1 ]; then
+    ct_lat_check="sent $sent in $(secs "$span") s ($r/s, per second $pmin–$pmax); active table $c = standby cache $(ct_cache "$st") = active's events; $np polls, each $(ms "$pd") ms"
+    ct_own_latency=${own:-"no latency line in \`status\` (nf_conntrack_timestamp=1 on the active; see below)"}
+  fi
+  say "ctsync latency: median $m ms, p99 $p99 ms, max $mx ms ($r/s achieved); own: ${own:-none}"
+  stop_daemons
+
+  # --- (c) latency, conntrackd --------------------------------------------------------------------
+  fresh_pair
+  cd_pair
+  in_ns "$ns_a" sysctl -qw net.netfilter.nf_conntrack_timestamp=1
+  start_conntrackd "$ns_b" standby
+  start_conntrackd "$ns_a" active
+  warmup
+  for i in $(seq 250); do [ "$(cache_count "$ns_b" standby external)" = 10 ] && break; sleep 0.02; done
+  c=$(cache_count "$ns_b" standby external); [ "$c" = 10 ] || die "conntrackd: the standby holds $c of 10 warm-up entries"
+  say "conntrackd: $gen_rate new connections/s for $gen_secs s"
+  latency_run conntrackd "$tmp/standby.conf" 10 cd
+  read -r m p99 mx np pd sent span r pmin pmax < "$tmp/lat-cd"
+  grep -q '^reached' "$tmp/ana-cd.err" || die "conntrackd: the standby $(cat "$tmp/ana-cd.err")"
+  c=$(count "$ns_a") ic=$(cache_count "$ns_a" active internal) xc=$(cache_count "$ns_b" standby external)
+  [ "$c" = $(( sent + 10 )) ] || die "conntrackd latency: the active's table holds $c, not $(( sent + 10 ))"
+  [ "$xc" = "$c" ] || die "conntrackd latency: the standby holds $xc of $c"
+  cd_lat+=("$m $p99 $mx") cd_rate+=("$r")
+  [ "$run" = 1 ] && cd_lat_check="sent $sent in $(secs "$span") s ($r/s, per second $pmin–$pmax); active table $c = active internal cache $ic = standby external cache $xc; $np polls, each $(ms "$pd") ms"
+  say "conntrackd latency: median $m ms, p99 $p99 ms, max $mx ms ($r/s achieved)"
+  stop_daemons
+  drop_ns "$ns_a"; drop_ns "$ns_b"; drop_ns "$ns_s"
+done
+
+# --- Report --------------------------------------------------------------------------------
+col() { local k=$1; shift; printf '%s\n' "$@" | awk -v k="$k" '{ print $k }' | median; }
+r_ct=$(med "${ct_repl[@]}");   r_cd=$(med "${cd_repl[@]}");   r_cdt=$(med "${cd_total[@]}")
+r_boot=$(med "${cd_boot[@]}"); r_rs=$(med "${ct_resync[@]}")
+c_ct=$(med "${ct_commit[@]}"); c_cd=$(med "${cd_commit[@]}")
+l_ct=("$(col 1 "${ct_lat[@]}")" "$(col 2 "${ct_lat[@]}")" "$(col 3 "${ct_lat[@]}")")
+l_cd=("$(col 1 "${cd_lat[@]}")" "$(col 2 "${cd_lat[@]}")" "$(col 3 "${cd_lat[@]}")")
+rate_ct=$(med "${ct_rate[@]}"); rate_cd=$(med "${cd_rate[@]}")
+{
+  echo "| stage | ctsync | s | conntrackd | s | ratio conntrackd/ctsync | check (run 1) |"
+  echo "|---|---|---|---|---|---|---|"
+  echo "| (a) replication of $n entries into the standby's cache | active started → standby \`status\` shows them, no bulk in progress (kernel dump + bulk) | $(secs "$r_ct") | \`conntrackd -n\` on the standby → external cache holds them (resync of the internal cache) | $(secs "$r_cd") | $(ratio "$r_cd" "$r_ct") | ctsync: $ct_check. conntrackd: $cd_check |"
+  echo "| (a′) the same, both counted from the active's start | as above | $(secs "$r_ct") | active's start-up dump ($(secs "$r_boot") s) + \`conntrackd -n\` | $(secs "$r_cdt") | $(ratio "$r_cdt" "$r_ct") | internal cache polled every 20 ms until it held $n |"
+  echo "| (a″) re-send between nodes in step | \`ctsync replicate resync\` (standby asks, active re-dumps its kernel) | $(secs "$r_rs") | \`conntrackd -n\` (active re-sends its internal cache) | $(secs "$r_cd") | $(ratio "$r_cd" "$r_rs") | ctsync: $ct_resync_check |"
+  echo "| (b) commit of $n entries into the standby's empty table | \`ctsync replicate commit\` | $(secs "$c_ct") | \`conntrackd -c\` | $(secs "$c_cd") | $(ratio "$c_cd" "$c_ct") | ctsync: $ct_commit_check. conntrackd: $cd_commit_check |"
+  echo "| (c) age of the newest entry in the standby's cache under $gen_rate new connections/s (ms: median / p99 / max over polls) | ctsync, $rate_ct/s achieved | ${l_ct[0]} / ${l_ct[1]} / ${l_ct[2]} ms | conntrackd, $rate_cd/s achieved | ${l_cd[0]} / ${l_cd[1]} / ${l_cd[2]} ms | $(ratio "${l_cd[0]}" "${l_ct[0]}") (medians) | ctsync: $ct_lat_check. conntrackd: $cd_lat_check |"
+  echo "| (c) ctsync's own per-entry latency (kernel start to standby) | \`ctsync replicate status\` | $ct_own_latency | — | — | — | |"
+  echo
+  echo "N=$n, $( [ "$runs" = 1 ] && echo "one run" || echo "median of $runs runs"). Times from bash EPOCHREALTIME; the standbys polled every $(( poll_us / 1000 )) ms"
+  echo "(ctsync: \`ctsync replicate status\`; conntrackd in (a)/(a″) as in load.sh, as fast as \`conntrackd -s cache\` answers),"
+  echo "so (a) figures are good to about one poll. Entries loaded with \`ctsync snapshot load --keep-timeouts\`, timeouts"
+  echo "of 30 s and 120 s raised to an hour. (c): one UDP datagram per new tuple from a Python generator in the active"
+  echo "namespace (one socket, sendto, bursts every ~1 ms), $gen_secs s at $gen_rate/s; the age is the time a poll returned minus the"
+  echo "time the newest entry in the standby's cache was sent: an upper bound on that entry's event-to-standby latency, which"
+  echo "includes up to ~1 ms of burst spacing and the poll client's exit."
+  echo "Kernel $(uname -r), $(nproc) CPUs, conntrackd $(conntrackd -v 2>&1 | sed -n 's/.*daemon v\([0-9][0-9.]*[0-9]\).*/\1/p' | head -1) (FTFW over UDP), ctsync over TCP on the same veth link."
+  for note in "${notes[@]}"; do echo "- $note"; done
+} | tee "$out/replicate.md"
