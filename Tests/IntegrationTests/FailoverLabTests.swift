@@ -24,7 +24,7 @@ final class FailoverLabTests: XCTestCase {
     }
 
     override func tearDown() {
-        Lab.run("pkill -f '\(dir)/' ; pkill -f 'ha_traffic.py serve 203.0.113.2 9000'")
+        Lab.run("pkill -f '\(dir)/' ; pkill -f 'ha_traffic.py serve 203.0.113.2 9000'; pkill -f 'conntrackd -C \(dir)'")
         Lab.run("bash \(FailoverLabTests.script) down \(prefix)")
         try? FileManager.default.removeItem(atPath: dir)
     }
@@ -61,18 +61,23 @@ final class FailoverLabTests: XCTestCase {
         return o
     }
 
-    func startStandby() {
-        XCTAssertEqual(on("standby", "\(Lab.ctsync) replicate standby --listen 192.0.2.2:7890 --key-file \(dir)/key --control \(dir)/standby.sock >> \(dir)/standby.log 2>&1 &").status, 0)
+    func startStandby(extra: String = "") {
+        XCTAssertEqual(on("standby", "\(Lab.ctsync) replicate standby --listen 192.0.2.2:7890 --key-file \(dir)/key --control \(dir)/standby.sock \(extra) >> \(dir)/standby.log 2>&1 &").status, 0)
         for _ in 0..<50 where on("standby", "test -S \(dir)/standby.sock").status != 0 { usleep(100_000) }
     }
 
     /// The failover, with `disturb` run while the traffic flows and before the active dies;
     /// then every connection must keep exchanging data, and right after the commit the two
     /// routers' tables must agree on the user traffic, timeouts aside.
-    func failover(activeOptions: String = "", disturb: () throws -> Void = {}) throws {
+    func failover(activeOptions: String = "", conntrackdActive: Bool = false, disturb: () throws -> Void = {}) throws {
         let ctsync = Lab.ctsync
-        startStandby()
-        XCTAssertEqual(on("router", "\(ctsync) replicate active --peer 192.0.2.2:7890 --key-file \(dir)/key --control \(dir)/active.sock --refresh 2 \(activeOptions) > \(dir)/active.log 2>&1 &").status, 0)
+        if conntrackdActive {
+            startStandby(extra: "--conntrackd 192.0.2.2:3780,192.0.2.1:3780")
+            XCTAssertEqual(on("router", "conntrackd -C \(try conntrackdConfig()) > \(dir)/conntrackd.out 2>&1 &").status, 0)
+        } else {
+            startStandby()
+            XCTAssertEqual(on("router", "\(ctsync) replicate active --peer 192.0.2.2:7890 --key-file \(dir)/key --control \(dir)/active.sock --refresh 2 \(activeOptions) > \(dir)/active.log 2>&1 &").status, 0)
+        }
         let (client, out) = try startTraffic(tcp: 200, udp: 50, seconds: 16)
         usleep(1_500_000)
         try disturb()
@@ -81,7 +86,7 @@ final class FailoverLabTests: XCTestCase {
         usleep(2_500_000)   // a comparison (--refresh 2) has repaired what events could not carry
 
         // The active node dies; the standby commits before the addresses move to it.
-        XCTAssertEqual(on("router", "pkill -9 -f 'replicate active.*\(dir)'").status, 0)
+        XCTAssertEqual(on("router", conntrackdActive ? "pkill -9 -f 'conntrackd -C \(dir)'" : "pkill -9 -f 'replicate active.*\(dir)'").status, 0)
         let commit = on("standby", "\(ctsync) replicate commit --control \(dir)/standby.sock")
         XCTAssertEqual(commit.status, 0, commit.stdout + commit.stderr)
         // The standby's table now agrees with the router's on the user traffic, timeouts aside.
@@ -122,9 +127,9 @@ final class FailoverLabTests: XCTestCase {
 
     func testTheSyncLinkCutForFiveSecondsCatchesUp() throws {
         try failover {
-            XCTAssertEqual(on("router", "ip link set r2 down").status, 0)
+            XCTAssertEqual(on("router", "ip link set sync0 down").status, 0)
             usleep(5_000_000)
-            XCTAssertEqual(on("router", "ip link set r2 up").status, 0)
+            XCTAssertEqual(on("router", "ip link set sync0 up").status, 0)
         }
     }
 
@@ -140,6 +145,52 @@ final class FailoverLabTests: XCTestCase {
         }
         let log = (try? String(contentsOfFile: dir + "/active.log", encoding: .utf8)) ?? ""
         XCTAssertTrue(log.contains("event socket overflow"), "the burst overflowed the event socket: \(log.suffix(2000))")
+    }
+
+    /// conntrackd's configuration for the active router (FTFW over UDP on the sync link).
+    func conntrackdConfig() throws -> String {
+        let path = dir + "/conntrackd.conf"
+        try """
+        General {
+        \tHashSize 8192
+        \tHashLimit 65536
+        \tLogFile \(dir)/conntrackd.log
+        \tSyslog off
+        \tLockFile \(dir)/conntrackd.lock
+        \tUNIX {
+        \t\tPath \(dir)/conntrackd.ctl
+        \t}
+        \tNetlinkBufferSize 2097152
+        \tNetlinkBufferSizeMaxGrowth 8388608
+        \tFilter From Userspace {
+        \t\tAddress Ignore {
+        \t\t\tIPv4_address 127.0.0.1
+        \t\t\tIPv4_address 192.0.2.0/24
+        \t\t}
+        \t}
+        }
+        Sync {
+        \tMode FTFW {
+        \t}
+        \tUDP {
+        \t\tIPv4_address 192.0.2.1
+        \t\tIPv4_Destination_Address 192.0.2.2
+        \t\tPort 3780
+        \t\tInterface sync0
+        \t\tChecksum on
+        \t}
+        }
+
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    func testTheSameFailoverWithConntrackdAsTheActiveNode() throws {
+        guard Lab.run("command -v conntrackd").status == 0 else {
+            if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("conntrackd is not installed") }
+            throw XCTSkip("conntrackd is not installed")
+        }
+        try failover(conntrackdActive: true)
     }
 
     func testWithoutTheCommitTheStandbyDropsTheConnections() throws {

@@ -577,7 +577,7 @@ for run in $(seq "$runs"); do
   own=$(grep '^event latency' <<<"$st" || true)
   if [ "$run" = 1 ]; then
     ct_lat_check="sent $sent in $(secs "$span") s ($r/s, per second $pmin–$pmax); active table $c = standby cache $(ct_cache "$st") = active's events; $np polls, each $(ms "$pd") ms"
-    ct_own_latency=${own:-"no latency line in \`status\` (nf_conntrack_timestamp=1 on the active; see below)"}
+    ct_own_latency=${own:-"no latency line in \`status\`, although nf_conntrack_timestamp=1 on the active: the kernel's NEW events carry no start timestamp (only DESTROY events do), so the standby has nothing to measure"}
   fi
   say "ctsync latency: median $m ms, p99 $p99 ms, max $mx ms ($r/s achieved); own: ${own:-none}"
   stop_daemons
@@ -624,8 +624,8 @@ rate_ct=$(med "${ct_rate[@]}"); rate_cd=$(med "${cd_rate[@]}")
   echo "| (c) ctsync's own per-entry latency (kernel start to standby) | \`ctsync replicate status\` | $ct_own_latency | — | — | — | |"
   echo
   echo "N=$n, $( [ "$runs" = 1 ] && echo "one run" || echo "median of $runs runs"). Times from bash EPOCHREALTIME; the standbys polled every $(( poll_us / 1000 )) ms"
-  echo "(ctsync: \`ctsync replicate status\`; conntrackd in (a)/(a″) as in load.sh, as fast as \`conntrackd -s cache\` answers),"
-  echo "so (a) figures are good to about one poll. Entries loaded with \`ctsync snapshot load --keep-timeouts\`, timeouts"
+  echo "(ctsync: \`ctsync replicate status\`, about 10 ms a call; conntrackd: \`conntrackd -s cache\`, about 2 ms, except after"
+  echo "\`conntrackd -n\` in (a), polled as fast as it answers, as in load.sh), so (a) figures are good to about one poll. Entries loaded with \`ctsync snapshot load --keep-timeouts\`, timeouts"
   echo "of 30 s and 120 s raised to an hour. (c): one UDP datagram per new tuple from a Python generator in the active"
   echo "namespace (one socket, sendto, bursts every ~1 ms), $gen_secs s at $gen_rate/s; the age is the time a poll returned minus the"
   echo "time the newest entry in the standby's cache was sent: an upper bound on that entry's event-to-standby latency, which"

@@ -3,7 +3,8 @@
 #
 #   client (198.51.100.2) --- switch "lan" --- router r0 / standby b0 (VIP 198.51.100.1)
 #   server (203.0.113.2)  --- switch "wan" --- router r1 / standby b1 (VIP 203.0.113.1)
-#   router r2 (192.0.2.1) --- standby b2 (192.0.2.2): the sync link
+#   router sync0 (192.0.2.1) --- standby sync1 (192.0.2.2): the sync link (names conntrackd
+#   1.4.7's configuration parser accepts: it refuses "b2")
 #
 # The switches are bridges in their own namespaces. Both routers run the same strict
 # ruleset (forward: established/related accepted; new only with a TCP SYN or UDP from the
@@ -50,16 +51,16 @@ up() {
            ip -n "$p-$3" link set "$1-$2" master sw up; ip -n "$p-$1" link set "$2" up; }
   plug client c0 lan; plug router r0 lan; plug standby b0 lan
   plug server s0 wan; plug router r1 wan; plug standby b1 wan
-  ip link add r2 netns "$p-router" type veth peer name b2 netns "$p-standby"
-  ip -n "$p-router" link set r2 up; ip -n "$p-standby" link set b2 up
+  ip link add sync0 netns "$p-router" type veth peer name sync1 netns "$p-standby"
+  ip -n "$p-router" link set sync0 up; ip -n "$p-standby" link set sync1 up
   ip -n "$p-client" addr add 198.51.100.2/24 dev c0
   ip -n "$p-server" addr add 203.0.113.2/24 dev s0
   ip -n "$p-router" addr add 198.51.100.11/24 dev r0
   ip -n "$p-router" addr add 203.0.113.11/24 dev r1
   ip -n "$p-standby" addr add 198.51.100.12/24 dev b0
   ip -n "$p-standby" addr add 203.0.113.12/24 dev b1
-  ip -n "$p-router" addr add 192.0.2.1/24 dev r2
-  ip -n "$p-standby" addr add 192.0.2.2/24 dev b2
+  ip -n "$p-router" addr add 192.0.2.1/24 dev sync0
+  ip -n "$p-standby" addr add 192.0.2.2/24 dev sync1
   # the virtual addresses start on the router
   ip -n "$p-router" addr add 198.51.100.1/24 dev r0
   ip -n "$p-router" addr add 203.0.113.1/24 dev r1
