@@ -4,7 +4,10 @@ import Dispatch
 import Foundation
 import KernelConntrack
 import Logging
+import PacketCapture
+import PacketDecoding
 import Replication
+import ReplicationProtocol
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -20,7 +23,7 @@ extension Ctsync {
             The standby keeps the active node's table in an external cache; `commit` writes it into
             its kernel (before the virtual address moves to it). docs/replication-protocol.md.
             """,
-            subcommands: [Active.self, Standby.self, Status.self, Ready.self, Commit.self, Resync.self, Flush.self])
+            subcommands: [Active.self, Standby.self, Status.self, Ready.self, Commit.self, Resync.self, Flush.self, Decode.self])
     }
 }
 
@@ -304,5 +307,47 @@ extension Ctsync.Replicate {
         static let configuration = CommandConfiguration(abstract: "Empty the standby's external cache.")
         @OptionGroup var options: ControlOptions
         func run() throws { try Ctsync.Replicate.ask(options.control, "flush", program: "ctsync replicate flush") }
+    }
+
+    struct Decode: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print and check a capture of a conntrackd sync link: messages, sequence gaps, NACKs, what the receiver should hold.")
+        @Argument(help: "pcap or pcapng file of the sync link (UDP)") var capture: String
+        @Option(help: "conntrackd's UDP port") var port: UInt16 = 3780
+        @Flag(name: .shortAndLong, help: "only the summary") var quiet = false
+
+        func run() throws {
+            let source: CaptureSource
+            do { source = try CaptureSource(file: capture) } catch {
+                printError("ctsync replicate decode: \(error)")
+                throw ExitCode(2)
+            }
+            let decoder = PacketDecoder(linkType: source.linkType)
+            var packet = DecodedPacket()
+            var analyzer = SyncLinkAnalyzer()
+            let out = OutputSink()
+            var datagrams = 0
+            do {
+                while let f = try source.next() {
+                    guard decoder.decode(f.data, originalLength: f.originalLength, into: &packet) == nil,
+                          packet.l4proto == 17, packet.hasTransport, packet.destinationPort == port || packet.sourcePort == port else { continue }
+                    let end = min(f.data.count, packet.networkOffset + packet.networkLength)
+                    guard packet.payloadOffset <= end else { continue }
+                    datagrams += 1
+                    let payload = Array(f.data[packet.payloadOffset..<end])
+                    let lines = analyzer.add(payload, from: "\(packet.source)", to: "\(packet.destination)",
+                                             time: CaptureSummary.seconds(f.timestamp))
+                    if !quiet { for l in lines { out.write(l); out.lineDone() } }
+                }
+            } catch {
+                out.flush()
+                printError("ctsync replicate decode: \(error)")
+                throw ExitCode(2)
+            }
+            out.write("\(datagrams) datagrams on UDP port \(port)")
+            out.lineDone()
+            for l in analyzer.summary() { out.write(l); out.lineDone() }
+            out.flush()
+        }
     }
 }

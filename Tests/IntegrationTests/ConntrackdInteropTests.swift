@@ -89,6 +89,9 @@ final class ConntrackdInteropTests: XCTestCase {
 
     func testAConntrackdActiveNodeReplicatesIntoACtsyncStandby() throws {
         createEntries(1000..<1020)
+        // The sync link is captured for `ctsync replicate decode`.
+        XCTAssertEqual(lab.on("standby", "tcpdump -q -U --immediate-mode -s 65535 -B 65536 -i sync1 -w \(dir)/sync.pcap udp port 3780 >/dev/null 2>\(dir)/tcpdump.err & echo $! > \(dir)/tcpdump.pid").status, 0)
+        for _ in 0..<50 where !((try? String(contentsOfFile: dir + "/tcpdump.err", encoding: .utf8)) ?? "").contains("listening") { usleep(100_000) }
         XCTAssertEqual(lab.on("standby", "\(Lab.ctsync) replicate standby --conntrackd 192.0.2.2:3780,192.0.2.1:3780 --control \(dir)/standby.sock > \(dir)/ctsync.log 2>&1 &").status, 0)
         usleep(300_000)
         XCTAssertEqual(lab.on("router", "conntrackd -C \(dir)/router.conf > \(dir)/router.out 2>&1 &").status, 0)
@@ -104,6 +107,15 @@ final class ConntrackdInteropTests: XCTestCase {
         let commit = lab.on("standby", "\(Lab.ctsync) replicate commit --control \(dir)/standby.sock")
         XCTAssertEqual(commit.status, 0, commit.stdout + commit.stderr)
         assertStandbyKernelEqualsRouter()
+
+        lab.on("standby", "kill -INT $(cat \(dir)/tcpdump.pid); sleep 0.5")
+        let decoded = Lab.run("\(Lab.ctsync) replicate decode \(dir)/sync.pcap")
+        XCTAssertEqual(decoded.status, 0, decoded.stderr)
+        XCTAssertTrue(decoded.stdout.contains("192.0.2.2 seq="), decoded.stdout)
+        XCTAssertTrue(decoded.stdout.contains(" CT_NEW"), String(decoded.stdout.suffix(3000)))
+        XCTAssertTrue(decoded.stdout.contains("192.0.2.1: 0 sequence gaps"), decoded.stdout)
+        XCTAssertTrue(decoded.stdout.contains("192.0.2.2: 0 sequence gaps"), decoded.stdout)
+        XCTAssertTrue(decoded.stdout.contains("RESYNC"), "the ctsync standby asked for a resync")
     }
 
     func testACtsyncActiveNodeReplicatesIntoAConntrackdStandby() throws {

@@ -170,3 +170,32 @@ final class ConntrackdWireTests: XCTestCase {
         XCTAssertEqual(try ConntrackdWire.decode(parts[1]), .control(.alive, from: 0, to: 0, sequence: 11))
     }
 }
+
+final class SyncLinkAnalyzerTests: XCTestCase {
+    func entry(_ sport: UInt16) -> ConntrackEntry {
+        let o = Tuple(source: IPAddress("10.1.0.1")!, destination: IPAddress("10.1.0.2")!, l4proto: 17, sourcePort: sport, destinationPort: 53)
+        var e = ConntrackEntry(original: o, reply: o.inverted())
+        e.status = [.confirmed]
+        e.timeout = 30
+        return e
+    }
+
+    func testAGapAnsweredByANackIsRecoveredAndOneWithoutIsNamed() {
+        var a = SyncLinkAnalyzer()
+        _ = a.add(ConntrackdWire.encode(.entryNew, entry(1), flags: .hello, sequence: 100), from: "192.0.2.1", to: "192.0.2.2", time: "1")
+        let lines = a.add(ConntrackdWire.encode(.entryNew, entry(2), sequence: 103), from: "192.0.2.1", to: "192.0.2.2", time: "2")
+        XCTAssertEqual(lines.first, "2 192.0.2.1 > 192.0.2.2 GAP: sequence 101…102 missing (2 messages)")
+        _ = a.add(ConntrackdWire.control(.nack, from: 101, to: 102, sequence: 5000), from: "192.0.2.2", to: "192.0.2.1", time: "3")
+        _ = a.add(ConntrackdWire.encode(.entryDelete, entry(1), sequence: 110), from: "192.0.2.1", to: "192.0.2.2", time: "4")
+        let summary = a.summary()
+        XCTAssertTrue(summary.contains("192.0.2.1: 2 sequence gaps, 8 messages missing from the capture; 1 of the gaps were asked for again (NACK); 1 never asked for: the receiver is missing those changes unless a later resync carried them"), "\(summary)")
+        XCTAssertTrue(summary.contains("192.0.2.1: its receiver should hold 1 entries from what was sent"), "\(summary)")
+    }
+
+    func testGarbageIsCountedAsRefused() {
+        var a = SyncLinkAnalyzer()
+        let lines = a.add([0x20, 0, 0, 8, 0, 0, 0, 1], from: "x", to: "y", time: "0")
+        XCTAssertTrue(lines.first?.contains("refused") == true)
+        XCTAssertEqual(a.senders["x"]?.refused, 1)
+    }
+}
