@@ -153,6 +153,9 @@ public enum ConntrackJSON {
         out.append(ascii: ",\"after\":"); writeDecimal(UInt64(s.offsetAfter), to: &out); out.append(125)
     }
 
+    /// Appends a tuple as its JSON object (with its protocol).
+    public static func writeTuple(_ t: Tuple, to out: inout [UInt8]) { tuple(t, withProto: true, to: &out) }
+
     /// Appends `s` as a JSON string literal.
     public static func writeString(_ s: String, to out: inout [UInt8]) { string(s, to: &out) }
 

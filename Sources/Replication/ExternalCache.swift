@@ -1,6 +1,7 @@
 import ConntrackCore
 import Foundation
 import KernelConntrack
+import ReplicationProtocol
 
 /// The standby's copy of the active node's table (conntrackd's "external cache"): entries
 /// and expectations as last received, each with the time it arrived, so a commit can
@@ -23,6 +24,9 @@ public final class ExternalCache: @unchecked Sendable {
     private var entries: [Key: Stored] = [:]
     private var expectations: [Key: StoredExpectation] = [:]
     private var staging: [Key: Stored]?
+    /// The bucket a bulk transfer replaces (nil: the whole table).
+    private var stagingBucket: Int?
+    public private(set) var bucketsRepaired = 0
     private var stagingExpectations: [Key: StoredExpectation] = [:]
     public private(set) var bulksCompleted = 0
     public private(set) var eventsApplied = 0
@@ -63,22 +67,38 @@ public final class ExternalCache: @unchecked Sendable {
         }
     }
 
-    /// A bulk transfer begins: what follows until `endBulk` replaces the copy.
-    public func beginBulk() {
+    /// A bulk transfer begins: what follows until `endBulk` replaces the copy (or, with a
+    /// bucket, the entries of that anti-entropy bucket only).
+    public func beginBulk(bucket: Int? = nil) {
         lock.withLock {
             staging = [:]
             stagingExpectations = [:]
+            stagingBucket = bucket
         }
     }
 
     public func endBulk() {
         lock.withLock {
             guard let s = staging else { return }
-            entries = s
-            expectations = stagingExpectations
+            if let b = stagingBucket {
+                entries = entries.filter { TableDigest.bucket(zone: $0.key.zone, tuple: $0.key.tuple) != b }
+                entries.merge(s) { $1 }
+                bucketsRepaired += 1
+            } else {
+                entries = s
+                expectations = stagingExpectations
+                bulksCompleted += 1
+            }
             staging = nil
+            stagingBucket = nil
             stagingExpectations = [:]
-            bulksCompleted += 1
+        }
+    }
+
+    /// The anti-entropy digests of the cache (TableDigest).
+    public func digests() -> [UInt64] {
+        lock.withLock {
+            TableDigest.digests(entries.map { (TableDigest.bucket(zone: $0.key.zone, tuple: $0.key.tuple), TableDigest.entryDigest($0.value.entry)) })
         }
     }
 

@@ -33,11 +33,29 @@ public final class StandbyNode: @unchecked Sendable {
     private var injector: ConntrackTable?
     private var channel: Channel?
 
-    public init(psk: [UInt8], name: String, inject: Bool = false, allowHostTable: Bool = false) {
+    /// Seconds between anti-entropy digests sent to each active node.
+    let digestInterval: Int64
+    private var digestsSent = 0
+
+    public init(psk: [UInt8], name: String, inject: Bool = false, allowHostTable: Bool = false, digestInterval: Int64 = 30) {
         self.psk = HMACKey(psk)
         self.name = name
         self.inject = inject
         self.allowHostTable = allowHostTable
+        self.digestInterval = digestInterval
+    }
+
+    /// Anti-entropy: tells every active node what the cache holds, bucket by bucket; the
+    /// active node sends the buckets that differ again.
+    func sendDigests() {
+        guard !cache.inBulk else { return }
+        let sessions = lock.withLock { peers.values.map(\.session) }
+        guard !sessions.isEmpty else { return }
+        let payload = TableDigest.encode(cache.digests())
+        for s in sessions where s.isReady {
+            s.execute { s.send(.digest, payload) }
+            lock.withLock { digestsSent += 1 }
+        }
     }
 
     /// Binds and starts serving; returns the bound address.
@@ -52,6 +70,7 @@ public final class StandbyNode: @unchecked Sendable {
             }
         let ch = try bootstrap.bind(host: host, port: port).wait()
         channel = ch
+        group.next().scheduleRepeatedTask(initialDelay: .seconds(digestInterval), delay: .seconds(digestInterval)) { [self] _ in sendDigests() }
         logger.info("listening", metadata: ["address": "\(ch.localAddress?.description ?? "?")"])
         return ch.localAddress
     }
@@ -103,7 +122,14 @@ public final class StandbyNode: @unchecked Sendable {
                 let x = try ConntrackJSON.decodeExpectation(line: String(decoding: f.payload.dropFirst(), as: UTF8.self))
                 cache.apply([EventKind.new, .update, .destroy][Int(first)], x, at: now)
             case .bulkBegin:
-                cache.beginBulk()
+                // u64 count, then optionally u32 bucket: an anti-entropy repair of one bucket.
+                if f.payload.count == 12 {
+                    let b = Int(f.payload[8...].reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
+                    guard b < TableDigest.buckets else { throw FrameError("BULK_BEGIN for bucket \(b)") }
+                    cache.beginBulk(bucket: b)
+                } else {
+                    cache.beginBulk()
+                }
             case .bulkEnd:
                 cache.endBulk()
                 logger.info("bulk transfer complete", metadata: ["entries": "\(cache.count)"])
@@ -162,6 +188,7 @@ public final class StandbyNode: @unchecked Sendable {
             st.lines.append("role standby, node \(name)")
             st.lines.append("cache \(cache.count) entries, \(cache.expectationCount) expectations, \(cache.bulksCompleted) bulk transfers"
                             + (cache.inBulk ? ", bulk transfer in progress" : ""))
+            st.lines.append("anti-entropy: digests sent \(digestsSent), buckets repaired \(cache.bucketsRepaired)")
             st.lines.append("connections accepted \(connections), closed for a bad frame \(rejected)")
             if !latencies.isEmpty {
                 let sorted = latencies.sorted()
@@ -265,18 +292,6 @@ public final class ActiveNode: @unchecked Sendable {
         group.next().scheduleRepeatedTask(initialDelay: .seconds(refresh), delay: .seconds(refresh)) { [self] _ in compareWithKernel() }
     }
 
-    /// The digest of an entry as the standbys need it: everything but the timeout, counters,
-    /// use count and id, which change without anything worth sending.
-    static func digest(_ e: ConntrackEntry) -> UInt64 {
-        var x = e
-        x.timeout = nil; x.countersOriginal = nil; x.countersReply = nil; x.use = nil; x.id = nil
-        var b: [UInt8] = []
-        ConntrackJSON.write(x, to: &b)
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for c in b { h = (h ^ UInt64(c)) &* 0x100_0000_01b3 }
-        return h
-    }
-
     func compareWithKernel() {
         guard !isStopped, peers.contains(where: { $0.session?.isReady == true && !$0.bulkInProgress }) else { return }
         let loop = group.next()
@@ -284,7 +299,7 @@ public final class ActiveNode: @unchecked Sendable {
             var current: [ExternalCache.Key: (ConntrackEntry, UInt64)] = [:]
             do {
                 _ = try ConntrackTable().dump { e in
-                    if filter(e) { current[ExternalCache.Key(e.zone, e.original)] = (e, ActiveNode.digest(e)) }
+                    if filter(e) { current[ExternalCache.Key(e.zone, e.original)] = (e, TableDigest.entryDigest(e)) }
                 }
             } catch {
                 logger.error("refresh dump failed: \(error)")
@@ -330,6 +345,11 @@ public final class ActiveNode: @unchecked Sendable {
         session.onFrame = { [self] _, f in
             switch f.type {
             case .ack: if let n = UInt64(bigEndianBytes: f.payload) { p.acked = n }
+            case .digest:
+                guard let theirs = try? TableDigest.decode(f.payload), !p.bulkInProgress else { break }
+                let ours = TableDigest.digests(shadow.map { (TableDigest.bucket(zone: $0.key.zone, tuple: $0.key.tuple), $0.value) })
+                let differ = (0..<TableDigest.buckets).filter { theirs[$0] != ours[$0] }
+                if !differ.isEmpty { repair(buckets: differ, to: p) }
             case .resyncRequest: bulk(to: p)
             case .error: logger.error("standby reports: \(String(decoding: f.payload, as: UTF8.self))")
             default: break
@@ -371,7 +391,7 @@ public final class ActiveNode: @unchecked Sendable {
                 _ = try table.dump { e in
                     if filter(e) {
                         frames.append(FramePayload.entry(e, .new)); types.append(.entry)
-                        dumped[ExternalCache.Key(e.zone, e.original)] = ActiveNode.digest(e)
+                        dumped[ExternalCache.Key(e.zone, e.original)] = TableDigest.entryDigest(e)
                     }
                 }
                 _ = try table.dumpExpectations { x in
@@ -398,6 +418,45 @@ public final class ActiveNode: @unchecked Sendable {
         }.start()
     }
 
+    private var bucketsResent = 0
+
+    /// Sends the entries of these anti-entropy buckets again, from a fresh dump, each bucket
+    /// as a bulk transfer of that bucket only.
+    func repair(buckets: [Int], to p: Peer) {
+        guard let s = p.session else { return }
+        let wanted = Set(buckets)
+        let loop = s.context!.eventLoop
+        Thread { [self] in
+            var byBucket: [Int: [(ExternalCache.Key, ConntrackEntry)]] = [:]
+            do {
+                _ = try ConntrackTable().dump { e in
+                    guard filter(e) else { return }
+                    let b = TableDigest.bucket(zone: e.zone, tuple: e.original)
+                    if wanted.contains(b) { byBucket[b, default: []].append((ExternalCache.Key(e.zone, e.original), e)) }
+                }
+            } catch {
+                logger.error("anti-entropy dump failed: \(error)")
+                return
+            }
+            loop.execute { [self] in
+                guard p.session === s, !p.bulkInProgress else { return }
+                for k in shadow.keys where wanted.contains(TableDigest.bucket(zone: k.zone, tuple: k.tuple)) { shadow[k] = nil }
+                for b in buckets {
+                    let items = byBucket[b] ?? []
+                    s.send(.bulkBegin, UInt64(items.count).bigEndianBytes + UInt32(b).bigEndianBytes4, flush: false)
+                    for (k, e) in items {
+                        shadow[k] = TableDigest.entryDigest(e)
+                        s.send(.entry, FramePayload.entry(e, .new), flush: false)
+                    }
+                    s.send(.bulkEnd, flush: false)
+                }
+                s.flush()
+                lock.withLock { bucketsResent += buckets.count }
+                logger.info("anti-entropy: \(buckets.count) buckets differed and were sent again", metadata: ["peer": "\(p.host):\(p.port)"])
+            }
+        }.start()
+    }
+
     func follow(_ stream: EventStream) {
         while !isStopped {
             guard let ev = try? stream.next(timeoutMilliseconds: 500) else { continue }
@@ -416,7 +475,7 @@ public final class ActiveNode: @unchecked Sendable {
                     if !stream.hasBufferedEvents { l.flush() }
                 }
                 let payload = FramePayload.entry(e, kind)
-                let key = ExternalCache.Key(e.zone, e.original), digest = kind == .destroy ? nil : ActiveNode.digest(e)
+                let key = ExternalCache.Key(e.zone, e.original), digest = kind == .destroy ? nil : TableDigest.entryDigest(e)
                 loop.execute { [self] in
                     shadow[key] = digest
                     for p in peers { deliver(p, .entry, payload) }
@@ -440,8 +499,8 @@ public final class ActiveNode: @unchecked Sendable {
         let (ev, ov) = lock.withLock { (events, overflows) }
         var st = NodeStatus()
         st.lines.append("role active, node \(name)")
-        let (rf, rp) = lock.withLock { (refreshes, repaired) }
-        st.lines.append("events \(ev), event socket overflows \(ov), refreshes \(rf) (changes they found: \(rp))")
+        let (rf, rp, br) = lock.withLock { (refreshes, repaired, bucketsResent) }
+        st.lines.append("events \(ev), event socket overflows \(ov), refreshes \(rf) (changes they found: \(rp)), anti-entropy buckets sent again \(br)")
         for l in lock.withLock({ conntrackd }) {
             let c = l.counters
             st.lines.append("conntrackd peer (\(l.mode.rawValue)): messages sent \(c.sent), received \(c.received), resent \(c.resent), resyncs asked \(c.resyncs)")

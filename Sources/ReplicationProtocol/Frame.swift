@@ -196,3 +196,57 @@ public enum FramePayload {
         }
     }
 }
+
+/// Anti-entropy digests (DIGEST frames): the table split into 256 buckets by a hash of each
+/// entry's zone and original tuple, each bucket summarised by the XOR of its entries' digests.
+/// Both ends compute them the same way (FNV-1a over our JSON text, not Swift's seeded Hasher),
+/// so a standby can tell an active node which buckets differ and get only those again.
+public enum TableDigest {
+    public static let buckets = 256
+
+    static func fnv(_ b: [UInt8], seed: UInt64 = 0xcbf2_9ce4_8422_2325) -> UInt64 {
+        var h = seed
+        for c in b { h = (h ^ UInt64(c)) &* 0x100_0000_01b3 }
+        return h
+    }
+
+    /// The bucket of an entry with this zone and original tuple.
+    public static func bucket(zone: UInt16?, tuple: Tuple) -> Int {
+        var t = tuple
+        t.zone = nil
+        var b: [UInt8] = []
+        ConntrackJSON.writeTuple(t, to: &b)
+        return Int(fnv(b, seed: 0x84222325_cbf29ce4 ^ UInt64(zone ?? 0)) % UInt64(buckets))
+    }
+
+    /// An entry's digest without what changes with every packet (timeout, counters, use, id).
+    public static func entryDigest(_ e: ConntrackEntry) -> UInt64 {
+        var x = e
+        x.timeout = nil; x.countersOriginal = nil; x.countersReply = nil; x.use = nil; x.id = nil
+        var b: [UInt8] = []
+        ConntrackJSON.write(x, to: &b)
+        return fnv(b)
+    }
+
+    /// Per-bucket digests from (bucket, entry digest) pairs.
+    public static func digests<S: Sequence>(_ items: S) -> [UInt64] where S.Element == (Int, UInt64) {
+        var out = [UInt64](repeating: 0, count: buckets)
+        for (b, d) in items { out[b] ^= d }
+        return out
+    }
+
+    public static func encode(_ d: [UInt64]) -> [UInt8] {
+        UInt32(d.count).bigEndianBytes4 + d.flatMap { v in (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * UInt64($0))) } }
+    }
+
+    public static func decode(_ p: [UInt8]) throws -> [UInt64] {
+        guard p.count >= 4 else { throw FrameError("DIGEST without its bucket count") }
+        let n = Int(UInt32(p[0]) << 24 | UInt32(p[1]) << 16 | UInt32(p[2]) << 8 | UInt32(p[3]))
+        guard n == buckets, p.count == 4 + 8 * n else { throw FrameError("DIGEST of \(n) buckets in \(p.count) bytes") }
+        return (0..<n).map { i in p[(4 + 8 * i)..<(12 + 8 * i)].reduce(0) { $0 << 8 | UInt64($1) } }
+    }
+}
+
+extension UInt32 {
+    public var bigEndianBytes4: [UInt8] { [UInt8(self >> 24), UInt8((self >> 16) & 0xff), UInt8((self >> 8) & 0xff), UInt8(self & 0xff)] }
+}

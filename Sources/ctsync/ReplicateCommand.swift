@@ -193,6 +193,7 @@ extension Ctsync.Replicate {
         @OptionGroup var conntrackdOptions: ConntrackdOptions
         @Flag(help: "write every change into this node's kernel at once instead of caching it") var inject = false
         @Flag(help: "allow writing to the host's own conntrack table (commit, --inject)") var hostTable = false
+        @Option(help: "seconds between anti-entropy digests sent to the active node") var digestInterval: Int64 = 30
         @OptionGroup var daemon: DaemonOptions
 
         func validate() throws {
@@ -210,7 +211,11 @@ extension Ctsync.Replicate {
         func run() throws {
             Ctsync.bootstrapLogging(default: .info)
             let key = try daemon.key("ctsync replicate standby", needed: listen != nil)
-            let node = StandbyNode(psk: key, name: daemon.name, inject: inject, allowHostTable: hostTable)
+            guard (1...86_400).contains(digestInterval) else {
+                printError("ctsync replicate standby: --digest-interval takes seconds from 1 to 86400")
+                throw ExitCode(2)
+            }
+            let node = StandbyNode(psk: key, name: daemon.name, inject: inject, allowHostTable: hostTable, digestInterval: digestInterval)
             let control: ControlServer
             let hostTable = self.hostTable
             let link = try conntrackdOptions.link("ctsync replicate standby", logger: "ctsync.replicate.conntrackd")

@@ -62,9 +62,9 @@ final class ReplicationLabTests: XCTestCase {
         return r
     }
 
-    func startPair() throws {
+    func startPair(standbyOptions: [String] = []) throws {
         _ = try start("standby", ["standby", "--listen", "192.0.2.2:7890", "--key-file", dir + "/key", "--name", "standby",
-                                  "--control", dir + "/standby.sock"])
+                                  "--control", dir + "/standby.sock"] + standbyOptions)
         XCTAssertEqual(until("standby", "test -S \(dir)/standby.sock").status, 0, "standby started")
         _ = try start("router", ["active", "--peer", "192.0.2.2:7890", "--key-file", dir + "/key", "--name", "router",
                                  "--control", dir + "/active.sock", "--refresh", "1"])
@@ -137,6 +137,25 @@ final class ReplicationLabTests: XCTestCase {
         XCTAssertEqual(lab.on("router", "\(Lab.ctsync) create -p udp -s 198.51.100.2 -d 203.0.113.2 --sport 3001 --dport 53 -t 600").status, 0)
         for _ in 0..<50 where cacheCount() != 2 { usleep(100_000) }
         XCTAssertEqual(cacheCount(), 2)
+    }
+
+    func testAntiEntropyRepairsWhatTheStandbyLostBucketByBucket() throws {
+        for sport in 4000..<4040 {
+            XCTAssertEqual(lab.on("router", "\(Lab.ctsync) create -p udp -s 198.51.100.2 -d 203.0.113.2 --sport \(sport) --dport 53 -t 600").status, 0)
+        }
+        try startPair(standbyOptions: ["--digest-interval", "1"])
+        XCTAssertEqual(until("standby", "\(Lab.ctsync) replicate ready --control \(dir)/standby.sock").status, 0)
+        for _ in 0..<50 where cacheCount() != 40 { usleep(100_000) }
+        XCTAssertEqual(cacheCount(), 40)
+        // The standby loses its copy; its next digests tell the active node which buckets differ.
+        XCTAssertEqual(lab.on("standby", "\(Lab.ctsync) replicate flush --control \(dir)/standby.sock").status, 0)
+        XCTAssertEqual(cacheCount(), 0)
+        for _ in 0..<60 where cacheCount() != 40 { usleep(100_000) }
+        XCTAssertEqual(cacheCount(), 40, "repaired by anti-entropy")
+        let standby = lab.on("standby", "\(Lab.ctsync) replicate status --control \(dir)/standby.sock").stdout
+        XCTAssertNil(standby.range(of: "buckets repaired 0\n"), standby)
+        let active = lab.on("router", "\(Lab.ctsync) replicate status --control \(dir)/active.sock").stdout
+        XCTAssertTrue(active.contains("bulk transfers 1,"), "no full re-send: \(active)")
     }
 
     func testBadArgumentsAreOneLineErrors() throws {
