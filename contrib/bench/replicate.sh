@@ -14,8 +14,8 @@
 #   (c) event-to-standby latency under a steady stream of new connections (RATE/s for
 #       GEN_SECONDS s, one UDP datagram per new tuple from a Python generator in the active
 #       namespace): how old the newest entry in the standby's cache is, sampled every
-#       20 ms, for both daemons alike; and ctsync's own latency line in `status` if it
-#       prints one (nf_conntrack_timestamp=1 on the active).
+#       10 ms through each daemon's control socket, for both alike; and ctsync's own
+#       latency line in `status` if it prints one (nf_conntrack_timestamp=1 on the active).
 # Every table is in a throwaway network namespace (never the host's table): an active and a
 # standby linked by a veth pair (192.0.2.1 / 192.0.2.2, as in contrib/lab/lab.sh), and a
 # sink namespace that swallows the generated datagrams.
@@ -37,7 +37,8 @@ gen_secs=${GEN_SECONDS:-5}
 port=${PORT:-3780}                    # conntrackd's UDP port on the sync link
 cport=${CPORT:-7890}                  # ctsync's TCP port on the sync link
 wait_limit=${WAIT:-120}               # seconds to wait for any replication
-poll_us=$(( ${POLL_MS:-20} * 1000 ))   # poll period of the standbys' status
+poll_us=$(( ${POLL_MS:-20} * 1000 ))   # poll period of the standbys' status in (a)
+lat_poll_us=$(( ${LAT_POLL_MS:-10} * 1000 ))   # and in (c)
 out=contrib/bench/out
 ns_a=ctrep$$a                         # the active node
 ns_b=ctrep$$b                         # the standby
@@ -190,7 +191,7 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) printf "%s\n", v[int((NR 
 med() { printf '%s\n' "$@" | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) { print "—"; exit } r = a / b; printf (r < 0.1 ? "%.4f" : "%.2f"), r }'; }
 secs() { awk -v s="$1" 'BEGIN { printf "%.3f", s }'; }
-ms() { awk -v s="$1" 'BEGIN { printf "%.1f", s }'; }
+ms() { awk -v s="$1" 'BEGIN { printf "%.2f", s }'; }
 sum() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", a + b }'; }
 since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", b - a }'; }   # seconds from a to b
 us() { local t=${1:-$EPOCHREALTIME}; echo $(( 10#${t/./} )); }         # µs since the epoch
@@ -333,34 +334,58 @@ with open(out, "w") as f:
     for t, c in tl:
         f.write("%.6f %d\n" % (t, c))
 PY
-# Poller: "before after count" every 20 ms until STOP exists (runs inside the standby's namespace).
-# shellcheck disable=SC2016
-poll_loop='
-  kind=$1 arg=$2 stop=$3 ctsync=$4 poll_us=$5
-  us() { local t=$EPOCHREALTIME; echo $(( 10#${t/./} )); }
-  next=$(us)
-  while [ ! -e "$stop" ] && [ -d "${stop%/*}" ]; do
-    a=$EPOCHREALTIME
-    if [ "$kind" = ctsync ]; then
-      c=$("$ctsync" replicate status --control "$arg" 2>/dev/null | sed -n "s/^cache \([0-9]*\) entries.*/\1/p")
-    else
-      c=$(conntrackd -C "$arg" -s cache 2>/dev/null | awk "\$1 == \"cache:external\" { print \$NF }")
-    fi
-    b=$EPOCHREALTIME
-    echo "$a $b ${c:-x}"
-    next=$(( next + poll_us )); d=$(( next - $(us) ))
-    [ "$d" -gt 0 ] && sleep "0.$(printf %06d "$d")"
-  done'
+# Poller: "before after count" every LAT_POLL_MS until STOP exists. It talks to the daemons'
+# control sockets directly, as their clients do (`ctsync replicate status`: the line
+# "status"; `conntrackd -s cache`: the 4-byte request 29, STATS_CACHE), about 0.1 ms a poll
+# instead of a process start (10 ms of CPU for ctsync's client, 2 ms for conntrackd's) that
+# would compete with the daemons and the generator for the two CPUs and blur the timing.
+cat > "$tmp/poll.py" <<'PY'
+import os, re, socket, struct, sys, time
+kind, path, stop, period = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]) / 1e6
+req = b"status\n" if kind == "ctsync" else struct.pack("=i", 29)
+pat = re.compile(r"^cache (\d+) entries" if kind == "ctsync" else r"^cache:external\s.*?(\d+)\s*$", re.M)
+out = sys.stdout
+nxt = time.time()
+while not os.path.exists(stop) and os.path.isdir(os.path.dirname(stop)):
+    a = time.time()
+    c = "x"
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        s.sendall(req)
+        buf = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            buf += d
+        s.close()
+        m = pat.search(buf.decode(errors="replace"))
+        if m:
+            c = m.group(1)
+    except OSError:
+        pass
+    b = time.time()
+    out.write("%.6f %.6f %s\n" % (a, b, c))
+    out.flush()
+    nxt += period
+    d = nxt - time.time()
+    if d > 0:
+        time.sleep(d)
+out.flush()
+PY
 # Analysis: for every poll, the age of the newest entry the standby holds (the c-th entry
 # generated, c = count - offset) when the poll returned: an upper bound on that entry's
-# event-to-standby latency (both clients read the count at the end of their short run, just
-# before they exit). Polls while the standby was behind or just caught up (count < total,
-# and the first poll at the total). Prints:
+# event-to-standby latency (and, entry c+1 not being there when the poll began, the age then
+# of entry c+1 is a lower bound of its latency: the two differ by the poll's duration and the
+# generator's burst spacing). Polls while the standby was behind or just caught up
+# (count < total, and the first poll at the total). Prints:
 #   median p99 max(ms) polls poll-duration-median(ms) sent seconds rate per-second-min per-second-max
+#   lower-bound-median(ms)
 cat > "$tmp/ana.py" <<'PY'
 import bisect, sys
 tl = [tuple(map(float, l.split())) for l in open(sys.argv[1])]
-offset, limit = int(sys.argv[3]), float(sys.argv[4])
+offset = int(sys.argv[3])
 ts = [t for t, _ in tl]; cs = [c for _, c in tl]
 total = int(cs[-1])
 def t_of(c):   # when the c-th datagram had been sent (interpolated between bursts)
@@ -371,7 +396,7 @@ def t_of(c):   # when the c-th datagram had been sent (interpolated between burs
 def sent_at(t):
     i = bisect.bisect_right(ts, t)
     return cs[max(i - 1, 0)]
-ages, durs, reached = [], [], False
+ages, lows, durs, reached = [], [], [], False
 for l in open(sys.argv[2]):
     a, b, c = l.split()
     if c == "x": continue
@@ -380,12 +405,13 @@ for l in open(sys.argv[2]):
     if c <= 0 or reached: continue
     if c >= total: reached = True; c = total
     ages.append((b - t_of(c)) * 1000)
-ages.sort(); durs.sort()
+    if c < total: lows.append((a - t_of(c + 1)) * 1000)
+ages.sort(); lows.sort(); durs.sort()
 q = lambda v, p: v[min(len(v) - 1, int(len(v) * p))] if v else float("nan")
 span = ts[-1] - ts[0]
 per = [sent_at(ts[0] + k + 1) - sent_at(ts[0] + k) for k in range(int(span))] or [total]
-print("%.1f %.1f %.1f %d %.1f %d %.3f %.0f %d %d" % (q(ages, .5), q(ages, .99), q(ages, 1), len(ages),
-      q(durs, .5) * 1000, total, span, total / span, min(per), max(per)))
+print("%.1f %.1f %.1f %d %.2f %d %.3f %.0f %d %d %.1f" % (q(ages, .5), q(ages, .99), q(ages, 1), len(ages),
+      q(durs, .5) * 1000, total, span, total / span, min(per), max(per), q(lows, .5)))
 print("reached" if reached else "never reached %d (last poll %s)" % (total, l.strip()), file=sys.stderr)
 PY
 warmup() {   # 10 datagrams (tuples apart from the generator's) so the pipeline is proven first
@@ -394,13 +420,14 @@ import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for i in range(10): s.sendto(b"w", ("198.51.100.%d" % (2 + i), 9))'
 }
-# Runs the generator in the active namespace with the poller in the standby's; waits until
+# Runs the generator in the active namespace and the poller beside it (UNIX sockets do not
+# depend on the network namespace); waits until
 # the standby holds offset + sent (at most 15 s after the generator); writes the analysis to
 # $tmp/lat-LABEL (not run in a subshell, so that cleanup knows the poller).
 latency_run() {   # KIND POLLARG OFFSET LABEL
   local kind=$1 arg=$2 offset=$3 label=$4 sent last i
   rm -f "$tmp/stop" "$tmp/polls-$label"
-  ip netns exec "$ns_b" bash -c "$poll_loop" poll "$kind" "$arg" "$tmp/stop" "$ctsync" "$poll_us" > "$tmp/polls-$label" &
+  python3 "$tmp/poll.py" "$kind" "$arg" "$tmp/stop" "$lat_poll_us" > "$tmp/polls-$label" &
   poller=$!
   sleep 0.1
   in_ns "$ns_a" python3 "$tmp/gen.py" "$gen_rate" "$gen_secs" 100000 "$tmp/tl-$label"
@@ -414,7 +441,7 @@ latency_run() {   # KIND POLLARG OFFSET LABEL
   touch "$tmp/stop"
   wait "$poller" || true
   poller=
-  python3 "$tmp/ana.py" "$tmp/tl-$label" "$tmp/polls-$label" "$offset" 0 > "$tmp/lat-$label" 2>"$tmp/ana-$label.err" ||
+  python3 "$tmp/ana.py" "$tmp/tl-$label" "$tmp/polls-$label" "$offset" > "$tmp/lat-$label" 2>"$tmp/ana-$label.err" ||
     die "latency analysis failed: $(cat "$tmp/ana-$label.err")"
 }
 
@@ -565,7 +592,7 @@ for run in $(seq "$runs"); do
   wait_ct "$(us)" 10 1 >/dev/null || die "the warm-up entries did not reach the standby"
   say "ctsync: $gen_rate new connections/s for $gen_secs s"
   latency_run ctsync "$tmp/standby.sock" 10 ct
-  read -r m p99 mx np pd sent span r pmin pmax < "$tmp/lat-ct"
+  read -r m p99 mx np pd sent span r pmin pmax lo < "$tmp/lat-ct"
   grep -q '^reached' "$tmp/ana-ct.err" || die "ctsync: the standby $(cat "$tmp/ana-ct.err")"
   sleep 1.2   # an ALIVE, so the standby's lag is current
   st=$(ct_status "$tmp/standby.sock") ast=$(ct_status "$tmp/active.sock")
@@ -576,7 +603,7 @@ for run in $(seq "$runs"); do
   ct_lat+=("$m $p99 $mx") ct_rate+=("$r")
   own=$(grep '^event latency' <<<"$st" || true)
   if [ "$run" = 1 ]; then
-    ct_lat_check="sent $sent in $(secs "$span") s ($r/s, per second $pmin–$pmax); active table $c = standby cache $(ct_cache "$st") = active's events; $np polls, each $(ms "$pd") ms"
+    ct_lat_check="sent $sent in $(secs "$span") s ($r/s, per second $pmin–$pmax); active table $c = standby cache $(ct_cache "$st") = active's events; $np polls of $(ms "$pd") ms (lower bound of the median: $lo ms)"
     ct_own_latency=${own:-"no latency line in \`status\`, although nf_conntrack_timestamp=1 on the active: the kernel's NEW events carry no start timestamp (only DESTROY events do), so the standby has nothing to measure"}
   fi
   say "ctsync latency: median $m ms, p99 $p99 ms, max $mx ms ($r/s achieved); own: ${own:-none}"
@@ -592,14 +619,14 @@ for run in $(seq "$runs"); do
   for i in $(seq 250); do [ "$(cache_count "$ns_b" standby external)" = 10 ] && break; sleep 0.02; done
   c=$(cache_count "$ns_b" standby external); [ "$c" = 10 ] || die "conntrackd: the standby holds $c of 10 warm-up entries"
   say "conntrackd: $gen_rate new connections/s for $gen_secs s"
-  latency_run conntrackd "$tmp/standby.conf" 10 cd
-  read -r m p99 mx np pd sent span r pmin pmax < "$tmp/lat-cd"
+  latency_run conntrackd "$tmp/standby.ctl" 10 cd
+  read -r m p99 mx np pd sent span r pmin pmax lo < "$tmp/lat-cd"
   grep -q '^reached' "$tmp/ana-cd.err" || die "conntrackd: the standby $(cat "$tmp/ana-cd.err")"
   c=$(count "$ns_a") ic=$(cache_count "$ns_a" active internal) xc=$(cache_count "$ns_b" standby external)
   [ "$c" = $(( sent + 10 )) ] || die "conntrackd latency: the active's table holds $c, not $(( sent + 10 ))"
   [ "$xc" = "$c" ] || die "conntrackd latency: the standby holds $xc of $c"
   cd_lat+=("$m $p99 $mx") cd_rate+=("$r")
-  [ "$run" = 1 ] && cd_lat_check="sent $sent in $(secs "$span") s ($r/s, per second $pmin–$pmax); active table $c = active internal cache $ic = standby external cache $xc; $np polls, each $(ms "$pd") ms"
+  [ "$run" = 1 ] && cd_lat_check="sent $sent in $(secs "$span") s ($r/s, per second $pmin–$pmax); active table $c = active internal cache $ic = standby external cache $xc; $np polls of $(ms "$pd") ms (lower bound of the median: $lo ms)"
   say "conntrackd latency: median $m ms, p99 $p99 ms, max $mx ms ($r/s achieved)"
   stop_daemons
   drop_ns "$ns_a"; drop_ns "$ns_b"; drop_ns "$ns_s"
@@ -627,9 +654,10 @@ rate_ct=$(med "${ct_rate[@]}"); rate_cd=$(med "${cd_rate[@]}")
   echo "(ctsync: \`ctsync replicate status\`, about 10 ms a call; conntrackd: \`conntrackd -s cache\`, about 2 ms, except after"
   echo "\`conntrackd -n\` in (a), polled as fast as it answers, as in load.sh), so (a) figures are good to about one poll. Entries loaded with \`ctsync snapshot load --keep-timeouts\`, timeouts"
   echo "of 30 s and 120 s raised to an hour. (c): one UDP datagram per new tuple from a Python generator in the active"
-  echo "namespace (one socket, sendto, bursts every ~1 ms), $gen_secs s at $gen_rate/s; the age is the time a poll returned minus the"
-  echo "time the newest entry in the standby's cache was sent: an upper bound on that entry's event-to-standby latency, which"
-  echo "includes up to ~1 ms of burst spacing and the poll client's exit."
+  echo "namespace (one socket, sendto, bursts every ~1 ms), $gen_secs s at $gen_rate/s; both standbys polled every $(( lat_poll_us / 1000 )) ms through"
+  echo "their control sockets from one Python loop (no client process). The age is the time a poll returned minus the time the"
+  echo "newest entry in the standby's cache was sent: an upper bound on that entry's event-to-standby latency, which includes"
+  echo "up to ~1 ms of the generator's burst spacing."
   echo "Kernel $(uname -r), $(nproc) CPUs, conntrackd $(conntrackd -v 2>&1 | sed -n 's/.*daemon v\([0-9][0-9.]*[0-9]\).*/\1/p' | head -1) (FTFW over UDP), ctsync over TCP on the same veth link."
   for note in "${notes[@]}"; do echo "- $note"; done
 } | tee "$out/replicate.md"
