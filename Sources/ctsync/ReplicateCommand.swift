@@ -122,6 +122,8 @@ extension Ctsync.Replicate {
         var filterText: String?
         @Option(help: "seconds between comparisons of the table with what the standbys hold (catches changes no event reported)")
         var refresh: Int64 = 10
+        @Option(help: "ADDR or ADDR/LEN: entries with this address at either end are not replicated (repeatable; conntrackd's Address Ignore)")
+        var ignoreAddress: [String] = []
         @Option(help: "event socket receive buffer in bytes (an overflow makes a full re-send)") var eventBuffer = 8 << 20
         @OptionGroup var daemon: DaemonOptions
 
@@ -135,6 +137,10 @@ extension Ctsync.Replicate {
                 throw ExitCode(2)
             }
             _ = try conntrackdOptions.endpoints("ctsync replicate active")
+            for a in ignoreAddress where IPNetwork(a) == nil {
+                printError("ctsync replicate active: --ignore-address takes ADDR or ADDR/LEN, not `\(a)'")
+                throw ExitCode(2)
+            }
             if !(4096...(1 << 30)).contains(eventBuffer) {
                 printError("ctsync replicate active: --event-buffer takes bytes from 4096 to 1073741824")
                 throw ExitCode(2)
@@ -150,9 +156,14 @@ extension Ctsync.Replicate {
             let key = try daemon.key("ctsync replicate active", needed: !peer.isEmpty)
             let filter = try TableSides.filter(filterText, program: "ctsync replicate active")
             let udpLinks = try conntrackdOptions.endpoints("ctsync replicate active").map { [$0.1] } ?? []
+            let ignored = ignoreAddress.compactMap(IPNetwork.init)
             let node = ActiveNode(psk: key, name: daemon.name, peers: peer.compactMap(parseEndpoint), udpLinks: udpLinks,
                                   refresh: refresh, eventBuffer: eventBuffer,
-                                  filter: { e in filter?.matches(e) ?? true })
+                                  filter: { e in
+                                      let o = e.original, r = e.reply
+                                      if ignored.contains(where: { n in [o.source, o.destination, r.source, r.destination].contains { n.contains($0) } }) { return false }
+                                      return filter?.matches(e) ?? true
+                                  })
             if let v = try? String(contentsOfFile: "/proc/sys/net/netfilter/nf_conntrack_events", encoding: .utf8),
                v.trimmingCharacters(in: .whitespacesAndNewlines) == "2" {
                 printError("ctsync replicate active: note: nf_conntrack_events=2: entries older than this process send no events; " +
