@@ -176,25 +176,45 @@ public struct Hello: Sendable, Equatable {
     }
 }
 
-/// Entry and expectation payloads: an event byte, then the JSON line.
+/// Entry and expectation payloads: an event byte (0 new, 1 update, 2 destroy; with 0x80
+/// set, an 8-byte time follows: when the active node read the event, in nanoseconds since
+/// 1970), then the JSON line.
 public enum FramePayload {
     static let events: [EventKind] = [.new, .update, .destroy]
 
-    public static func entry(_ e: ConntrackEntry, _ event: EventKind) -> [UInt8] {
-        var out: [UInt8] = [UInt8(events.firstIndex(of: event)!)]
+    public static func entry(_ e: ConntrackEntry, _ event: EventKind, observed: UInt64? = nil) -> [UInt8] {
+        let code = UInt8(events.firstIndex(of: event)!)
+        var out: [UInt8]
+        if let observed { out = [code | 0x80] + observed.bytes8 } else { out = [code] }
         ConntrackJSON.write(e, to: &out)
         return out
     }
 
     public static func decodeEntry(_ p: [UInt8]) throws -> (EventKind, ConntrackEntry) {
-        guard let first = p.first, Int(first) < events.count else { throw FrameError("entry frame without a valid event byte") }
+        let (k, e, _) = try decodeEntryWithTime(p)
+        return (k, e)
+    }
+
+    public static func decodeEntryWithTime(_ p: [UInt8]) throws -> (EventKind, ConntrackEntry, UInt64?) {
+        guard let first = p.first, Int(first & 0x7f) < events.count else { throw FrameError("entry frame without a valid event byte") }
+        var start = 1
+        var observed: UInt64?
+        if first & 0x80 != 0 {
+            guard p.count >= 9 else { throw FrameError("entry frame cut off in its time") }
+            observed = p[1..<9].reduce(0) { $0 << 8 | UInt64($1) }
+            start = 9
+        }
         do {
-            let (e, _) = try p.withUnsafeBufferPointer { try ConntrackJSON.decode(bytes: UnsafeBufferPointer(rebasing: $0[1...])) }
-            return (events[Int(first)], e)
+            let (e, _) = try p.withUnsafeBufferPointer { try ConntrackJSON.decode(bytes: UnsafeBufferPointer(rebasing: $0[start...])) }
+            return (events[Int(first & 0x7f)], e, observed)
         } catch {
             throw FrameError("entry frame: \(error)")
         }
     }
+}
+
+extension UInt64 {
+    var bytes8: [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: self >> (56 - 8 * UInt64($0))) } }
 }
 
 /// Anti-entropy digests (DIGEST frames): the table split into 256 buckets by a hash of each

@@ -81,26 +81,36 @@ public struct SHA256: Sendable {
 
     @inline(__always) static func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
 
-    /// One 64-byte block; the message schedule lives on the stack.
+    /// The round constants, allocated once (a global array lookup in the loop costs bounds checks).
+    nonisolated(unsafe) static let kTable: UnsafeMutablePointer<UInt32> = {
+        let p = UnsafeMutablePointer<UInt32>.allocate(capacity: 64)
+        for i in 0..<64 { p[i] = k[i] }
+        return p
+    }()
+
+    /// One 64-byte block; the message schedule is a rolling window of 16 words on the stack.
     mutating func compress(_ block: UnsafeRawBufferPointer) {
-        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { w in
+        let kt = SHA256.kTable
+        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 16) { wb in
+            let w = wb.baseAddress!
             for i in 0..<16 { w[i] = UInt32(bigEndian: block.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)) }
-            for i in 16..<64 {
-                let a = w[i - 15], b = w[i - 2]
-                let s0 = SHA256.rotr(a, 7) ^ SHA256.rotr(a, 18) ^ (a >> 3)
-                let s1 = SHA256.rotr(b, 17) ^ SHA256.rotr(b, 19) ^ (b >> 10)
-                w[i] = w[i - 16] &+ s0 &+ w[i - 7] &+ s1
-            }
             var (a, b, c, d, e, f, g, hh) = h
-            SHA256.k.withUnsafeBufferPointer { k in
-                for i in 0..<64 {
-                    let s1 = SHA256.rotr(e, 6) ^ SHA256.rotr(e, 11) ^ SHA256.rotr(e, 25)
-                    let ch = (e & f) ^ (~e & g)
-                    let t1 = hh &+ s1 &+ ch &+ k[i] &+ w[i]
-                    let s0 = SHA256.rotr(a, 2) ^ SHA256.rotr(a, 13) ^ SHA256.rotr(a, 22)
-                    let maj = (a & b) ^ (a & c) ^ (b & c)
-                    hh = g; g = f; f = e; e = d &+ t1; d = c; c = b; b = a; a = t1 &+ s0 &+ maj
-                }
+            @inline(__always) func round(_ i: Int, _ wi: UInt32) {
+                let s1 = SHA256.rotr(e, 6) ^ SHA256.rotr(e, 11) ^ SHA256.rotr(e, 25)
+                let ch = (e & f) ^ (~e & g)
+                let t1 = hh &+ s1 &+ ch &+ kt[i] &+ wi
+                let s0 = SHA256.rotr(a, 2) ^ SHA256.rotr(a, 13) ^ SHA256.rotr(a, 22)
+                let maj = (a & b) ^ (a & c) ^ (b & c)
+                hh = g; g = f; f = e; e = d &+ t1; d = c; c = b; b = a; a = t1 &+ s0 &+ maj
+            }
+            for i in 0..<16 { round(i, w[i]) }
+            for i in 16..<64 {
+                let x = w[(i - 15) & 15], y = w[(i - 2) & 15]
+                let s0 = SHA256.rotr(x, 7) ^ SHA256.rotr(x, 18) ^ (x >> 3)
+                let s1 = SHA256.rotr(y, 17) ^ SHA256.rotr(y, 19) ^ (y >> 10)
+                let wi = w[i & 15] &+ s0 &+ w[(i - 7) & 15] &+ s1
+                w[i & 15] = wi
+                round(i, wi)
             }
             h = (h.0 &+ a, h.1 &+ b, h.2 &+ c, h.3 &+ d, h.4 &+ e, h.5 &+ f, h.6 &+ g, h.7 &+ hh)
         }

@@ -58,7 +58,8 @@ final class ConntrackdInteropTests: XCTestCase {
     }
 
     override func tearDown() {
-        Lab.run("pkill -f 'conntrackd -C \(dir)/'; pkill -f 'replicate .*\(dir)/'")
+        // "[c]" keeps the pattern from matching the shell that runs pkill.
+        Lab.run("pkill -f '[c]onntrackd -C \(dir)/'; pkill -f '[r]eplicate .*\(dir)/'")
         usleep(200_000)
         lab?.down()
         try? FileManager.default.removeItem(atPath: dir)

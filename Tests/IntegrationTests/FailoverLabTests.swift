@@ -24,7 +24,8 @@ final class FailoverLabTests: XCTestCase {
     }
 
     override func tearDown() {
-        Lab.run("pkill -f '\(dir)/' ; pkill -f 'ha_traffic.py serve 203.0.113.2 9000'; pkill -f 'conntrackd -C \(dir)'")
+        // "[x]" keeps each pattern from matching the shell that runs pkill.
+        Lab.run("pkill -f '[r]eplicate .*\(dir)/'; pkill -f '[h]a_traffic.py serve 203.0.113.2 9000'; pkill -f '[c]onntrackd -C \(dir)'")
         Lab.run("bash \(FailoverLabTests.script) down \(prefix)")
         try? FileManager.default.removeItem(atPath: dir)
     }
