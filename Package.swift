@@ -41,6 +41,12 @@ let package = Package(
             pkgConfig: "libpcap",
             providers: [.apt(["libpcap-dev"])]
         ),
+        // libcrypto for HMAC-SHA-256 at hardware speed (SHA extensions) on replication frames.
+        .systemLibrary(
+            name: "CLibcrypto",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]
+        ),
         .target(name: "CConntrackShim", cSettings: [.define("_GNU_SOURCE")]),
         .target(
             name: "KernelConntrack",
@@ -54,7 +60,7 @@ let package = Package(
         .target(
             name: "Replication",
             dependencies: [
-                "ConntrackCore", "KernelConntrack", "ReplicationProtocol",
+                "ConntrackCore", "KernelConntrack", "ReplicationProtocol", "CLibcrypto",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -75,6 +81,7 @@ let package = Package(
         .testTarget(name: "ConntrackModelTests", dependencies: ["ConntrackModel", "ConntrackCore"]),
         .testTarget(name: "ReconcileTests", dependencies: ["Reconcile", "ConntrackCore"]),
         .testTarget(name: "ReplicationProtocolTests", dependencies: ["ReplicationProtocol", "ConntrackCore"]),
+        .testTarget(name: "ReplicationTests", dependencies: ["Replication", "ReplicationProtocol", "ConntrackCore"]),
         .testTarget(name: "PacketDecodingTests", dependencies: ["PacketDecoding", "PacketCapture", "ConntrackCore"]),
         .testTarget(
             name: "IntegrationTests",

@@ -43,6 +43,7 @@ public final class StandbyNode: @unchecked Sendable {
         self.inject = inject
         self.allowHostTable = allowHostTable
         self.digestInterval = digestInterval
+        FastHMAC.install()
     }
 
     /// Anti-entropy: tells every active node what the cache holds, bucket by bucket; the
@@ -255,6 +256,7 @@ public final class ActiveNode: @unchecked Sendable {
     /// `udpLinks`: conntrackd sync peers (address, port), left out like the TCP links.
     public init(psk: [UInt8], name: String, peers: [(String, Int)], udpLinks: [(String, Int)] = [], refresh: Int64 = 10,
                 eventBuffer: Int = 8 << 20, filter: @escaping (ConntrackEntry) -> Bool = { _ in true }) {
+        FastHMAC.install()
         self.psk = HMACKey(psk)
         self.name = name
         self.refresh = refresh

@@ -121,8 +121,14 @@ public struct SHA256: Sendable {
 public struct HMACKey: Sendable {
     let inner: SHA256
     let outer: SHA256
+    let key: [UInt8]
+
+    /// A faster implementation of the same function (the daemons install libcrypto's, which
+    /// uses the CPU's SHA instructions); nil: the pure Swift one here. Both give the same MAC.
+    nonisolated(unsafe) public static var accelerated: (@Sendable (_ key: [UInt8], _ data: UnsafeRawBufferPointer) -> [UInt8])?
 
     public init<C: Collection>(_ key: C) where C.Element == UInt8 {
+        self.key = Array(key)
         var k = key.count > 64 ? SHA256.hash(key) : Array(key)
         k += [UInt8](repeating: 0, count: 64 - k.count)
         var i = SHA256(), o = SHA256()
@@ -133,6 +139,10 @@ public struct HMACKey: Sendable {
     }
 
     public func mac(_ parts: [ArraySlice<UInt8>]) -> [UInt8] {
+        if let fast = HMACKey.accelerated {
+            if parts.count == 1 { return parts[0].withUnsafeBytes { fast(key, $0) } }
+            return Array(parts.joined()).withUnsafeBytes { fast(key, $0) }
+        }
         var i = inner
         for p in parts { i.update(p) }
         var o = outer
