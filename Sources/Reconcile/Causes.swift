@@ -46,6 +46,12 @@ public enum Causes {
             return Cause("gone-since-snapshot", "in the snapshot but not in the kernel: expired or deleted since the snapshot was taken")
         case (.kernel, .snapshot):
             return Cause("new-since-snapshot", "in the kernel but not in the snapshot: created since the snapshot was taken")
+        case (.kernel, .peer):
+            return Cause("not-replicated", "in the kernel but not in the standby's copy: not replicated yet (lag), left out by a " +
+                         "filter, or lost on the way (see `ctsync replicate status`; `resync` repairs it)")
+        case (.peer, .kernel):
+            return Cause("not-committed", "in the standby's copy but not in this kernel: not committed here yet, or gone from the " +
+                         "active table without the change reaching the standby")
         default:
             return Cause("one-side", "present on \(present.name) only")
         }

@@ -141,6 +141,16 @@ public final class StandbyNode: @unchecked Sendable {
                 }
             case .error:
                 logger.error("peer reports: \(String(decoding: f.payload, as: UTF8.self))")
+            case .dumpRequest:
+                let (entries, expectations) = cache.contents()
+                s.send(.bulkBegin, UInt64(entries.count).bigEndianBytes, flush: false)
+                for e in entries { s.send(.entry, FramePayload.entry(e, .new), flush: false) }
+                for x in expectations {
+                    var b: [UInt8] = [0]
+                    ConntrackJSON.write(x, to: &b)
+                    s.send(.expectation, b, flush: false)
+                }
+                s.send(.bulkEnd)
             case .ack, .resyncRequest, .digest, .bucketsRequest, .hello:
                 break
             }
@@ -295,7 +305,8 @@ public final class ActiveNode: @unchecked Sendable {
     }
 
     func compareWithKernel() {
-        guard !isStopped, peers.contains(where: { $0.session?.isReady == true && !$0.bulkInProgress }) else { return }
+        let links = lock.withLock { conntrackd }
+        guard !isStopped, !links.isEmpty || peers.contains(where: { $0.session?.isReady == true && !$0.bulkInProgress }) else { return }
         let loop = group.next()
         Thread { [self] in
             var current: [ExternalCache.Key: (ConntrackEntry, UInt64)] = [:]
@@ -310,8 +321,11 @@ public final class ActiveNode: @unchecked Sendable {
             loop.execute { [self] in
                 guard !peers.contains(where: { $0.bulkInProgress }) else { return }
                 var sends: [[UInt8]] = []
+                var changes: [(EventKind, ConntrackEntry)] = []
                 for (k, (e, d)) in current where shadow[k] != d {
-                    sends.append(FramePayload.entry(e, shadow[k] == nil ? .new : .update))
+                    let kind: EventKind = shadow[k] == nil ? .new : .update
+                    sends.append(FramePayload.entry(e, kind))
+                    changes.append((kind, e))
                     shadow[k] = d
                 }
                 for (k, _) in shadow where current[k] == nil {
@@ -321,11 +335,16 @@ public final class ActiveNode: @unchecked Sendable {
                     var e = ConntrackEntry(original: t, reply: t.inverted())
                     e.zone = k.zone == 0 ? nil : k.zone
                     sends.append(FramePayload.entry(e, .destroy))
+                    changes.append((.destroy, e))
                     shadow[k] = nil
                 }
                 lock.withLock { refreshes += 1; repaired += sends.count }
                 if !sends.isEmpty { logger.info("refresh: \(sends.count) changes the events did not carry") }
                 for p in peers { for f in sends { deliver(p, .entry, f) } }
+                for l in links {
+                    for (kind, e) in changes { l.send(kind, e) }
+                    l.flush()
+                }
             }
         }.start()
     }
@@ -556,6 +575,9 @@ public final class ActiveNode: @unchecked Sendable {
                 return
             }
             link.sendAll(entries, expectations: expectations)
+            var dumped: [ExternalCache.Key: UInt64] = [:]
+            for e in entries { dumped[ExternalCache.Key(e.zone, e.original)] = TableDigest.entryDigest(e) }
+            group.next().execute { [self] in if peers.isEmpty { shadow = dumped } }
             logger.info("sent \(entries.count) entries to the conntrackd peer")
         }.start()
     }

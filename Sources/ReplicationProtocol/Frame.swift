@@ -37,6 +37,9 @@ public enum FrameType: UInt8, Sendable, CaseIterable {
     case alive = 10
     /// Payload: UTF-8 text; the sender closes the connection after it.
     case error = 11
+    /// Ask a standby for its cache (`ctsync diff peer:HOST:PORT`): it answers with a bulk
+    /// transfer (timeouts as they stand now). No payload.
+    case dumpRequest = 12
 }
 
 public struct Frame: Sendable, Equatable {

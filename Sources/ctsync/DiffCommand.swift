@@ -5,6 +5,7 @@ import Foundation
 import KernelConntrack
 import PacketDecoding
 import Reconcile
+import Replication
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,14 +16,16 @@ extension Ctsync {
             abstract: "Compare two conntrack tables and explain every divergence (exit 0 same, 1 different, 2 error).",
             discussion: """
             Each side is `kernel` (this network namespace), `snapshot:FILE` (JSON lines from
-            `ctsync dump -o json`) or `model:CAPTURE[,CAPTURE…]` (the model at the current time).
+            `ctsync dump -o json`), `model:CAPTURE[,CAPTURE…]` (the model at the current time) or
+            `peer:HOST:PORT` (a `ctsync replicate standby`'s cache; needs --key-file).
             `ctsync diff --pcap CAPTURE` compares the model of CAPTURE (a) with the kernel (b).
               ctsync diff --pcap router.pcap
               ctsync diff snapshot:before.jsonl kernel -o json
             Model sides take the `track` options (--sysctls, --sysctl, --zone, --mark, --helper, --nat, …).
             """)
 
-        @Argument(help: "two sides: kernel, snapshot:FILE, model:CAPTURE[,CAPTURE…]") var sides: [String] = []
+        @Argument(help: "two sides: kernel, snapshot:FILE, model:CAPTURE[,CAPTURE…], peer:HOST:PORT") var sides: [String] = []
+        @Option(help: "pre-shared key file for peer: sides") var keyFile: String?
         @Option(help: "shorthand for model:CAPTURE kernel (repeatable)") var pcap: [String] = []
         @Option(name: .shortAndLong, help: "text or json") var output = "text"
         @Option(help: "timeouts within this many seconds are equal") var tolerance: UInt32 = 2
@@ -40,8 +43,12 @@ extension Ctsync {
             if !["text", "json"].contains(output) { try fail("-o takes text or json, not \(output)") }
             if pcap.isEmpty && sides.count != 2 { try fail("give two sides (kernel, snapshot:FILE, model:CAPTURE), or --pcap CAPTURE") }
             if !pcap.isEmpty && !sides.isEmpty { try fail("give --pcap or two sides, not both") }
-            for s in sides where s != "kernel" && !s.hasPrefix("snapshot:") && !s.hasPrefix("model:") {
-                try fail("unknown side `\(s)' (kernel, snapshot:FILE, model:CAPTURE)")
+            for s in sides where s != "kernel" && !s.hasPrefix("snapshot:") && !s.hasPrefix("model:") && !s.hasPrefix("peer:") {
+                try fail("unknown side `\(s)' (kernel, snapshot:FILE, model:CAPTURE, peer:HOST:PORT)")
+            }
+            for s in sides where s.hasPrefix("peer:") {
+                if parseEndpoint(String(s.dropFirst(5))) == nil { try fail("`\(s)': peer: takes HOST:PORT") }
+                if keyFile == nil { try fail("`\(s)' needs --key-file (the replication key)") }
             }
             if let ignore {
                 for name in ignore.split(separator: ",") where DivergenceClass(rawValue: String(name)).map({ DivergenceClass.ignorable.contains($0) }) != true {
@@ -53,6 +60,7 @@ extension Ctsync {
         func run() throws {
             let specs = pcap.isEmpty ? sides : ["model:" + pcap.joined(separator: ","), "kernel"]
             let filter = try TableSides.filter(filterText, program: "ctsync diff")
+            TableSides.peerKeyFile = keyFile
             var (a, b) = try TableSides.load(specs[0], specs[1], model: model, program: "ctsync diff")
             TableSides.restrict(&a, to: filter)
             TableSides.restrict(&b, to: filter)
@@ -99,6 +107,9 @@ struct TableSide {
 
 /// The tables `diff` and `sync` compare: kernel, snapshot file, or the model of captures.
 enum TableSides {
+    /// The key file for `peer:` sides (set by the command before loading).
+    nonisolated(unsafe) static var peerKeyFile: String?
+
     /// Loads both sides at once (two threads: reading a side is most of a diff's time).
     static func load(_ a: String, _ b: String, model: ModelOptions, program: String) throws -> (TableSide, TableSide) {
         let results = UnsafeSendableBox<[Result<TableSide, Error>?]>([nil, nil])
@@ -134,6 +145,21 @@ enum TableSides {
                 return TableSide(entries: entries, expectations: expectations, context: context)
             } catch {
                 printError("\(program): kernel: \(error)")
+                throw ExitCode(2)
+            }
+        }
+        if spec.hasPrefix("peer:"), let (host, port) = parseEndpoint(String(spec.dropFirst(5))) {
+            guard let keyFile = peerKeyFile, let data = FileManager.default.contents(atPath: keyFile) else {
+                printError("\(program): cannot read the key file \(peerKeyFile ?? "(none)")")
+                throw ExitCode(2)
+            }
+            var key = Array(data)
+            while let last = key.last, last == 10 || last == 13 { key.removeLast() }
+            do {
+                let (entries, expectations) = try PeerDump.fetch(host: host, port: port, psk: key)
+                return TableSide(entries: entries, expectations: expectations, context: SideContext(kind: .peer, name: spec))
+            } catch {
+                printError("\(program): \(spec): \(error)")
                 throw ExitCode(2)
             }
         }

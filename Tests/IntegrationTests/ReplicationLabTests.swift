@@ -102,6 +102,13 @@ final class ReplicationLabTests: XCTestCase {
         let expected = lab.on("router", "\(Lab.ctsync) dump").stdout.split(separator: "\n").filter { !$0.contains("dport=7890") }.count
         XCTAssertEqual(cacheCount(), expected, "the cache holds what the router holds")
 
+        // The router's table against the standby's copy, over the replication protocol.
+        let peer = lab.on("router", "\(Lab.ctsync) diff peer:192.0.2.2:7890 kernel --key-file \(dir)/key --ignore timeout,counters --where '-p udp'")
+        XCTAssertEqual(peer.status, 0, peer.stdout + peer.stderr)
+        let wrongKey = lab.on("router", "\(Lab.ctsync) diff peer:192.0.2.2:7890 kernel --key-file \(dir)/wrong")
+        XCTAssertEqual(wrongKey.status, 2, wrongKey.stdout)
+        XCTAssertEqual(wrongKey.stderr.split(separator: "\n").count, 1, wrongKey.stderr)
+
         // Commit, then the standby's kernel is the router's, timeouts aside.
         let commit = lab.on("standby", "\(Lab.ctsync) replicate commit --control \(dir)/standby.sock")
         XCTAssertEqual(commit.status, 0, commit.stdout + commit.stderr)
