@@ -146,6 +146,37 @@ final class ReplicationLabTests: XCTestCase {
         XCTAssertEqual(cacheCount(), 2)
     }
 
+    func testAReplayedSessionIsRefusedAndChangesNothing() throws {
+        // Record the active node's stream to the standby, then play it back on a new
+        // connection: its HELLO authenticates (it is signed with the pre-shared key), but
+        // every later frame was signed with the old session's key.
+        XCTAssertEqual(lab.on("standby", "tcpdump -q -U --immediate-mode -s 65535 -B 65536 -i b2 -w \(dir)/sync.pcap tcp port 7890 >/dev/null 2>\(dir)/tcpdump.err & echo $! > \(dir)/tcpdump.pid").status, 0)
+        for _ in 0..<50 where !((try? String(contentsOfFile: dir + "/tcpdump.err", encoding: .utf8)) ?? "").contains("listening") { usleep(100_000) }
+        XCTAssertEqual(lab.on("router", "\(Lab.ctsync) create -p udp -s 198.51.100.2 -d 203.0.113.2 --sport 5000 --dport 53 -t 600").status, 0)
+        try startPair()
+        XCTAssertEqual(until("standby", "\(Lab.ctsync) replicate ready --control \(dir)/standby.sock").status, 0)
+        for _ in 0..<50 where cacheCount() != 1 { usleep(100_000) }
+        lab.on("standby", "kill -INT $(cat \(dir)/tcpdump.pid); sleep 0.5")
+        // The bytes the active node sent (tcpdump's payload of 192.0.2.1 → 192.0.2.2).
+        let extract = lab.on("standby", "tcpdump -r \(dir)/sync.pcap -w - 'src host 192.0.2.1 and tcp[tcpflags] & tcp-push != 0' 2>/dev/null | wc -c")
+        XCTAssertNotEqual(extract.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "0")
+        let python = """
+        import sys
+        from scapy.all import rdpcap, TCP, IP
+        data = b''.join(bytes(p[TCP].payload) for p in rdpcap(sys.argv[1]) if IP in p and p[IP].src == '192.0.2.1' and TCP in p)
+        open(sys.argv[2], 'wb').write(data)
+        """
+        try python.write(toFile: dir + "/extract.py", atomically: true, encoding: .utf8)
+        XCTAssertEqual(Lab.run("/usr/bin/python3 \(dir)/extract.py \(dir)/sync.pcap \(dir)/stream.bin").status, 0)
+        // Remove the entry at the router: a replay that worked would bring it back on the standby.
+        XCTAssertEqual(lab.on("router", "\(Lab.ctsync) delete -p udp --sport 5000").status, 0)
+        usleep(2_500_000)                  // the comparison (--refresh 1) carries the deletion
+        XCTAssertEqual(cacheCount(), 0)
+        lab.on("router", "cat \(dir)/stream.bin > /dev/tcp/192.0.2.2/7890; sleep 1")
+        XCTAssertEqual(cacheCount(), 0, "the replayed stream changed nothing")
+        XCTAssertTrue(daemons[0].text.contains("authentication failed"), daemons[0].text)
+    }
+
     func testAntiEntropyRepairsWhatTheStandbyLostBucketByBucket() throws {
         for sport in 4000..<4040 {
             XCTAssertEqual(lab.on("router", "\(Lab.ctsync) create -p udp -s 198.51.100.2 -d 203.0.113.2 --sport \(sport) --dport 53 -t 600").status, 0)
