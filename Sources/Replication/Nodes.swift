@@ -10,6 +10,24 @@ import ReplicationProtocol
 public struct NodeStatus: Sendable {
     public var lines: [String] = []
     public var ready = false
+    /// Samples for Prometheus: name, type, help, labels, value.
+    public var samples: [(name: String, type: String, help: String, labels: String, value: Double)] = []
+
+    mutating func sample(_ name: String, _ type: String, _ help: String, _ value: Double, labels: String = "") {
+        samples.append((name, type, help, labels, value))
+    }
+
+    /// Prometheus text exposition (version 0.0.4).
+    public var prometheus: String {
+        var out = ""
+        var described = Set<String>()
+        for s in samples {
+            if described.insert(s.name).inserted { out += "# HELP \(s.name) \(s.help)\n# TYPE \(s.name) \(s.type)\n" }
+            let v = s.value == s.value.rounded() && abs(s.value) < 1e15 ? String(Int64(s.value)) : String(s.value)
+            out += "\(s.name)\(s.labels) \(v)\n"
+        }
+        return out
+    }
 }
 
 /// The standby: accepts authenticated connections from active nodes and keeps their table
@@ -220,6 +238,22 @@ public final class StandbyNode: @unchecked Sendable {
             }
             if peers.isEmpty && conntrackd.isEmpty { st.lines.append("no active node connected") }
             st.ready = fresh && (cache.bulksCompleted > 0 || !conntrackd.isEmpty) && !cache.inBulk
+            st.sample("ctsync_replicate_ready", "gauge", "1 when in step with an active node (ready --max-lag 0).", st.ready ? 1 : 0)
+            st.sample("ctsync_replicate_cache_entries", "gauge", "Entries in the external cache.", Double(cache.count))
+            st.sample("ctsync_replicate_cache_expectations", "gauge", "Expectations in the external cache.", Double(cache.expectationCount))
+            st.sample("ctsync_replicate_bulk_transfers_total", "counter", "Bulk transfers received.", Double(cache.bulksCompleted))
+            st.sample("ctsync_replicate_buckets_repaired_total", "counter", "Anti-entropy buckets received again.", Double(cache.bucketsRepaired))
+            st.sample("ctsync_replicate_events_applied_total", "counter", "Entry changes applied to the cache.", Double(cache.eventsApplied))
+            st.sample("ctsync_replicate_connections_total", "counter", "Authenticated connections accepted.", Double(connections))
+            st.sample("ctsync_replicate_refused_connections_total", "counter", "Connections closed for an invalid, unauthenticated or replayed frame.", Double(rejected))
+            st.sample("ctsync_replicate_peers", "gauge", "Active nodes connected.", Double(peers.count + conntrackd.count))
+            if !latencies.isEmpty {
+                let sorted = latencies.sorted()
+                for q in [0.5, 0.99] {
+                    st.sample("ctsync_replicate_event_latency_seconds", "summary", "Active node reads an event to standby applies it (new entries).",
+                              Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))]) / 1e9, labels: "{quantile=\"\(q)\"}")
+                }
+            }
             return st
         }
     }
@@ -547,6 +581,19 @@ public final class ActiveNode: @unchecked Sendable {
             if !(p.session?.isReady == true && !p.bulkInProgress && lag <= maxLag) { all = false }
         }
         st.ready = all
+        st.sample("ctsync_replicate_ready", "gauge", "1 when every standby is in step (ready --max-lag 0).", all ? 1 : 0)
+        st.sample("ctsync_replicate_events_total", "counter", "ctnetlink events read.", Double(ev))
+        st.sample("ctsync_replicate_event_overflows_total", "counter", "Event socket overflows (each causes a full re-send).", Double(ov))
+        st.sample("ctsync_replicate_refresh_changes_total", "counter", "Changes found by comparing the table with what was sent.", Double(rp))
+        st.sample("ctsync_replicate_buckets_resent_total", "counter", "Anti-entropy buckets sent again.", Double(br))
+        for p in peers {
+            let sent = p.session?.sent ?? 0
+            let peer = "{peer=\"\(p.host):\(p.port)\"}"
+            st.sample("ctsync_replicate_peer_connected", "gauge", "1 when the session with this standby is established.", p.session?.isReady == true ? 1 : 0, labels: peer)
+            st.sample("ctsync_replicate_peer_lag_frames", "gauge", "Frames sent and not yet acknowledged.", Double(sent > p.acked ? sent - p.acked : 0), labels: peer)
+            st.sample("ctsync_replicate_peer_bulk_transfers_total", "counter", "Bulk transfers sent.", Double(p.bulks), labels: peer)
+            st.sample("ctsync_replicate_peer_reconnects_total", "counter", "Reconnections.", Double(p.reconnects), labels: peer)
+        }
         return st
     }
 

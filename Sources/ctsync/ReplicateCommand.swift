@@ -32,6 +32,20 @@ struct DaemonOptions: ParsableArguments {
     @Option(help: "file holding the pre-shared key (at least 16 bytes; needed for ctsync peers)") var keyFile: String?
     @Option(help: "this node's name in the peers' logs") var name: String = ProcessInfo.processInfo.hostName
     @Option(help: "control socket path") var control = "/run/ctsync-replicate.sock"
+    @Option(help: "serve Prometheus metrics on ADDR:PORT (/metrics)") var metrics: String?
+
+    /// Starts the metrics server when asked.
+    func serveMetrics(_ program: String, _ render: @escaping @Sendable () -> String) throws -> MetricsServer? {
+        guard let metrics else { return nil }
+        do {
+            let m = try MetricsServer(address: metrics, render: render)
+            m.start()
+            return m
+        } catch {
+            printError("\(program): --metrics \(metrics): \(error)")
+            throw ExitCode(2)
+        }
+    }
 
     /// The key, required when `needed` (ctsync peers); otherwise unused random bytes.
     func key(_ program: String, needed: Bool = true) throws -> [UInt8] {
@@ -132,6 +146,10 @@ extension Ctsync.Replicate {
                 printError("ctsync replicate active: --peer takes HOST:PORT, not `\(p)'")
                 throw ExitCode(2)
             }
+            if let m = daemon.metrics, MetricsServer.parse(m) == nil {
+                printError("ctsync replicate active: --metrics takes ADDR:PORT, not `\(m)'")
+                throw ExitCode(2)
+            }
             if peer.isEmpty && conntrackdOptions.conntrackd == nil {
                 printError("ctsync replicate active: give at least one --peer HOST:PORT (or --conntrackd)")
                 throw ExitCode(2)
@@ -190,8 +208,10 @@ extension Ctsync.Replicate {
                 throw ExitCode(2)
             }
             control.start()
+            let server = try daemon.serveMetrics("ctsync replicate active") { node.status().prometheus }
             printError("ctsync replicate active: streaming to \((peer + [conntrackdOptions.conntrackd.map { "conntrackd " + $0 }].compactMap { $0 }).joined(separator: ", ")); control socket \(daemon.control)")
             waitForTermination()
+            server?.stop()
             control.stop()
             node.stop()
         }
@@ -210,6 +230,10 @@ extension Ctsync.Replicate {
         func validate() throws {
             if let listen, parseEndpoint(listen) == nil {
                 printError("ctsync replicate standby: --listen takes HOST:PORT, not `\(listen)'")
+                throw ExitCode(2)
+            }
+            if let m = daemon.metrics, MetricsServer.parse(m) == nil {
+                printError("ctsync replicate standby: --metrics takes ADDR:PORT, not `\(m)'")
                 throw ExitCode(2)
             }
             if listen == nil && conntrackdOptions.conntrackd == nil {
@@ -260,8 +284,10 @@ extension Ctsync.Replicate {
                 throw ExitCode(2)
             }
             control.start()
+            let server = try daemon.serveMetrics("ctsync replicate standby") { node.status().prometheus }
             printError("ctsync replicate standby: listening on \(([listen] + [conntrackdOptions.conntrackd.map { "conntrackd " + $0 }]).compactMap { $0 }.joined(separator: ", ")); control socket \(daemon.control)")
             waitForTermination()
+            server?.stop()
             control.stop()
             node.stop()
         }

@@ -184,7 +184,7 @@ final class ReplicationLabTests: XCTestCase {
         for sport in 4100..<4103 {       // left out by --ignore-address
             XCTAssertEqual(lab.on("router", "\(Lab.ctsync) create -p udp -s 10.99.0.1 -d 203.0.113.2 --sport \(sport) --dport 53 -t 600").status, 0)
         }
-        try startPair(standbyOptions: ["--digest-interval", "1"], activeOptions: ["--ignore-address", "10.99.0.0/16"])
+        try startPair(standbyOptions: ["--digest-interval", "1", "--metrics", "127.0.0.1:9475"], activeOptions: ["--ignore-address", "10.99.0.0/16"])
         XCTAssertEqual(until("standby", "\(Lab.ctsync) replicate ready --control \(dir)/standby.sock").status, 0)
         for _ in 0..<50 where cacheCount() != 40 { usleep(100_000) }
         XCTAssertEqual(cacheCount(), 40)
@@ -197,6 +197,10 @@ final class ReplicationLabTests: XCTestCase {
         XCTAssertNil(standby.range(of: "buckets repaired 0\n"), standby)
         let active = lab.on("router", "\(Lab.ctsync) replicate status --control \(dir)/active.sock").stdout
         XCTAssertTrue(active.contains("bulk transfers 1,"), "no full re-send: \(active)")
+        let metrics = lab.on("standby", "exec 3<>/dev/tcp/127.0.0.1/9475; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3").stdout
+        XCTAssertTrue(metrics.contains("ctsync_replicate_cache_entries 40\n"), metrics)
+        XCTAssertTrue(metrics.contains("ctsync_replicate_ready 1\n"), metrics)
+        XCTAssertNil(metrics.range(of: "ctsync_replicate_buckets_repaired_total 0\n"), metrics)
     }
 
     func testBadArgumentsAreOneLineErrors() throws {
