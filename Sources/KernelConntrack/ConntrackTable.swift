@@ -147,6 +147,14 @@ public final class ConntrackTable: @unchecked Sendable {
         }
     }
 
+    /// The conntrack table as the kernel sends it: each entry's address family and its
+    /// CTA_* attributes, undecoded (valid only during the call). For forwarding entries
+    /// without re-encoding them (replication bulk transfers).
+    public func dumpRaw(body: (UInt8, UnsafeRawBufferPointer) throws -> Void) throws -> DumpSummary {
+        try dumpMessages(request: dumpRequest(list: .conntrack, filter: KernelFilter(), zeroCounters: false),
+                         operation: "dump conntrack table", body: body)
+    }
+
     public func dumpExpectations(family: AddressFamily? = nil, body: (Expectation) throws -> Void) throws -> DumpSummary {
         try dumpMessages(request: dumpRequest(list: .expect, filter: KernelFilter(family: family), zeroCounters: false),
                          operation: "dump expect table") { _, attrs in

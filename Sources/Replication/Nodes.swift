@@ -127,7 +127,7 @@ public final class StandbyNode: @unchecked Sendable {
         do {
             switch f.type {
             case .entry:
-                let (event, e, observed) = try FramePayload.decodeEntryWithTime(f.payload)
+                let (event, e, observed) = try EntryPayload.decode(f.payload)
                 cache.apply(event, e, at: now)
                 if event == .new, let start = observed ?? e.timestampStart, now > start, !cache.inBulk {
                     lock.withLock {
@@ -455,9 +455,12 @@ public final class ActiveNode: @unchecked Sendable {
             }
             do {
                 let table = try ConntrackTable()
-                _ = try table.dump { e in
+                // Entries travel as the kernel dumped them (no re-encoding); decoded here only
+                // for the filter and the digest of what was sent.
+                _ = try table.dumpRaw { family, attributes in
+                    let e = try CtNetlinkCodec.decodeEntry(family: family, attributes: attributes)
                     guard filter(e) else { return }
-                    chunk.append(FramePayload.entry(e, .new)); types.append(.entry)
+                    chunk.append(FramePayload.entryAttributes(family: family, attributes, .new)); types.append(.entry)
                     dumped[ExternalCache.Key(e.zone, e.original)] = TableDigest.entryDigest(e)
                     count += 1
                     if chunk.count == 2048 { ship() }

@@ -23,7 +23,7 @@ public enum PeerDump {
         session.onFrame = { s, f in
             do {
                 switch f.type {
-                case .entry: got.entries.append(try FramePayload.decodeEntry(f.payload).1)
+                case .entry: got.entries.append(try EntryPayload.decode(f.payload).1)
                 case .expectation:
                     got.expectations.append(try ConntrackJSON.decodeExpectation(line: String(decoding: f.payload.dropFirst(), as: UTF8.self)))
                 case .bulkEnd:

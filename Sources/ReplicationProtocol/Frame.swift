@@ -181,9 +181,21 @@ public struct Hello: Sendable, Equatable {
 
 /// Entry and expectation payloads: an event byte (0 new, 1 update, 2 destroy; with 0x80
 /// set, an 8-byte time follows: when the active node read the event, in nanoseconds since
-/// 1970), then the JSON line.
+/// 1970), then the JSON line; or, with 0x40 set, the address family byte and the entry's
+/// ctnetlink attributes as the kernel dumped them (bulk transfers; decoded by the
+/// Replication target, which has the netlink codec).
 public enum FramePayload {
     static let events: [EventKind] = [.new, .update, .destroy]
+
+    /// Bit of the event byte: the payload is ctnetlink attributes, not a JSON line.
+    public static let netlinkFormat: UInt8 = 0x40
+
+    /// A bulk entry straight from the kernel's dump: family and attributes as they came.
+    public static func entryAttributes(family: UInt8, _ attributes: UnsafeRawBufferPointer, _ event: EventKind) -> [UInt8] {
+        var out: [UInt8] = [UInt8(events.firstIndex(of: event)!) | netlinkFormat, family]
+        out.append(contentsOf: attributes)
+        return out
+    }
 
     public static func entry(_ e: ConntrackEntry, _ event: EventKind, observed: UInt64? = nil) -> [UInt8] {
         let code = UInt8(events.firstIndex(of: event)!)
@@ -199,7 +211,9 @@ public enum FramePayload {
     }
 
     public static func decodeEntryWithTime(_ p: [UInt8]) throws -> (EventKind, ConntrackEntry, UInt64?) {
-        guard let first = p.first, Int(first & 0x7f) < events.count else { throw FrameError("entry frame without a valid event byte") }
+        guard let first = p.first, first & netlinkFormat == 0, Int(first & 0x7f) < events.count else {
+            throw FrameError("entry frame without a valid event byte")
+        }
         var start = 1
         var observed: UInt64?
         if first & 0x80 != 0 {
@@ -242,13 +256,60 @@ public enum TableDigest {
         return Int(fnv(b, seed: 0x84222325_cbf29ce4 ^ UInt64(zone ?? 0)) % UInt64(buckets))
     }
 
-    /// An entry's digest without what changes with every packet (timeout, counters, use, id).
+    /// An entry's digest without what changes with every packet (timeout, counters, use, id,
+    /// stop time): a 64-bit mix of its fields, the same on every node.
     public static func entryDigest(_ e: ConntrackEntry) -> UInt64 {
-        var x = e
-        x.timeout = nil; x.countersOriginal = nil; x.countersReply = nil; x.use = nil; x.id = nil
-        var b: [UInt8] = []
-        ConntrackJSON.write(x, to: &b)
-        return fnv(b)
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        func mix(_ v: UInt64) {
+            h = (h ^ v) &* 0x100_0000_01b3
+            h ^= h >> 31
+        }
+        func opt(_ v: UInt64?) { if let v { mix(1); mix(v) } else { mix(0) } }
+        func bytes(_ s: String?) {
+            guard let s else { mix(0); return }
+            mix(UInt64(s.utf8.count) | 1 << 40)
+            for b in s.utf8 { mix(UInt64(b)) }
+        }
+        func tuple(_ t: Tuple?) {
+            guard let t else { mix(0); return }
+            for a in [t.source, t.destination] {
+                switch a {
+                case .v4(let x): mix(UInt64(x) | 1 << 32)
+                case .v6(let hi, let lo): mix(hi); mix(lo)
+                }
+            }
+            mix(UInt64(t.l4proto) << 48 | UInt64(t.sourcePort) << 32 | UInt64(t.destinationPort) << 16 | UInt64(t.icmpID))
+            mix(UInt64(t.icmpType) << 8 | UInt64(t.icmpCode))
+            opt(t.zone.map(UInt64.init))
+        }
+        tuple(e.original)
+        tuple(e.reply)
+        opt(e.status.map { UInt64($0.rawValue) })
+        opt(e.mark.map(UInt64.init))
+        opt(e.zone.map(UInt64.init))
+        opt(e.secmark.map(UInt64.init))
+        switch e.protoInfo {
+        case .tcp(let t):
+            mix(1); mix(UInt64(t.state))
+            opt(t.windowScaleOriginal.map(UInt64.init)); opt(t.windowScaleReply.map(UInt64.init))
+            opt(t.flagsOriginal.map { UInt64($0.flags) << 8 | UInt64($0.mask) }); opt(t.flagsReply.map { UInt64($0.flags) << 8 | UInt64($0.mask) })
+        case .sctp(let s):
+            mix(2); mix(UInt64(s.state)); opt(s.vtagOriginal.map(UInt64.init)); opt(s.vtagReply.map(UInt64.init))
+        case .dccp(let d):
+            mix(3); mix(UInt64(d.state)); opt(d.role.map(UInt64.init)); opt(d.handshakeSeq)
+        case nil:
+            mix(0)
+        }
+        opt(e.labels.map { $0.low }); opt(e.labels.map { $0.high })
+        bytes(e.helper)
+        tuple(e.master)
+        bytes(e.secctx)
+        for a in [e.seqAdjOriginal, e.seqAdjReply] {
+            opt(a.map { UInt64($0.correctionPosition) << 32 | UInt64($0.offsetBefore) }); opt(a.map { UInt64($0.offsetAfter) })
+        }
+        opt(e.synproxy.map { UInt64($0.isn) << 32 | UInt64($0.its) }); opt(e.synproxy.map { UInt64($0.tsoff) })
+        opt(e.timestampStart)
+        return h
     }
 
     /// Per-bucket digests from (bucket, entry digest) pairs.

@@ -1,0 +1,20 @@
+import ConntrackCore
+import KernelConntrack
+import ReplicationProtocol
+
+/// Entry frame payloads in either format (`FramePayload`): JSON lines, or ctnetlink
+/// attributes as dumped (decoded here with the netlink codec, bounds-checked).
+enum EntryPayload {
+    static func decode(_ p: [UInt8]) throws -> (EventKind, ConntrackEntry, UInt64?) {
+        guard let first = p.first else { throw FrameError("empty entry frame") }
+        guard first & FramePayload.netlinkFormat != 0 else { return try FramePayload.decodeEntryWithTime(p) }
+        let events: [EventKind] = [.new, .update, .destroy]
+        guard Int(first & 0x3f) < events.count, p.count >= 2 else { throw FrameError("entry frame without a valid event byte") }
+        do {
+            let e = try p.withUnsafeBytes { try CtNetlinkCodec.decodeEntry(family: p[1], attributes: UnsafeRawBufferPointer(rebasing: $0[2...])) }
+            return (events[Int(first & 0x3f)], e, nil)
+        } catch {
+            throw FrameError("entry frame (netlink attributes): \(error)")
+        }
+    }
+}
