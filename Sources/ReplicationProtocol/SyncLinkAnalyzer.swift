@@ -12,6 +12,9 @@ public struct SyncLinkAnalyzer {
         public var gaps: [(from: UInt32, to: UInt32)] = []
         /// Ranges the other side asked for again.
         public var nackedBy: [(from: UInt32, to: UInt32)] = []
+        /// For each NACK received: how many messages it asked for, and how many data
+        /// messages this sender sent after it (FTFW re-sends them with new numbers).
+        public var resends: [(asked: Int, sent: Int)] = []
     }
 
     public private(set) var senders: [String: Sender] = [:]
@@ -68,6 +71,7 @@ public struct SyncLinkAnalyzer {
             switch m {
             case .entry(let t, let e, _, _):
                 s.data += 1
+                if let i = s.resends.firstIndex(where: { $0.sent < $0.asked }) { s.resends[i].sent += 1 }
                 var text: [UInt8] = []
                 ConntrackText.write(e, options: TextFormatOptions(), to: &text)
                 line += " \(SyncLinkAnalyzer.name(t))"
@@ -78,6 +82,7 @@ public struct SyncLinkAnalyzer {
                 if t == .entryDelete { tables[source, default: [:]][key] = nil } else { tables[source, default: [:]][key] = e }
             case .expectation(let t, let x, _, _):
                 s.data += 1
+                if let i = s.resends.firstIndex(where: { $0.sent < $0.asked }) { s.resends[i].sent += 1 }
                 var text: [UInt8] = []
                 ConntrackText.write(x, options: TextFormatOptions(), to: &text)
                 line += " \(SyncLinkAnalyzer.name(t))"
@@ -90,6 +95,7 @@ public struct SyncLinkAnalyzer {
                     s.nacks += 1
                     line += " \(from)…\(to)"
                     senders[destination, default: Sender()].nackedBy.append((from, to))
+                    senders[destination, default: Sender()].resends.append((Int(to &- from) + 1, 0))
                 }
                 if f.contains(.resync) { s.resyncs += 1 }
                 if f.contains(.alive) { s.alives += 1 }
@@ -108,6 +114,12 @@ public struct SyncLinkAnalyzer {
             out.append("\(name): \(s.messages) messages (\(s.data) data, \(s.acks) ACK, \(s.nacks) NACK, \(s.resyncs) RESYNC, \(s.alives) ALIVE, \(s.hellos) with HELLO), \(s.refused) refused")
             out.append("\(name): \(s.gaps.count) sequence gaps, \(lost) messages missing from the capture; \(s.gaps.count - unasked.count) of the gaps were asked for again (NACK)"
                        + (unasked.isEmpty ? "" : "; \(unasked.count) never asked for: the receiver is missing those changes unless a later resync carried them"))
+            let short = s.resends.filter { $0.sent < $0.asked }
+            if !short.isEmpty {
+                let asked = short.reduce(0) { $0 + $1.asked }, sent = short.reduce(0) { $0 + $1.sent }
+                out.append("\(name): \(short.count) NACKs asked for \(asked) messages again but only \(sent) data messages followed: " +
+                           "its resend queue had lost them (ResendQueueSize overflow), or the capture ended first")
+            }
             if let t = tables[name] { out.append("\(name): its receiver should hold \(t.count) entries from what was sent") }
         }
         return out

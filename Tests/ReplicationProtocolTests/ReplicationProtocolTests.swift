@@ -192,6 +192,16 @@ final class SyncLinkAnalyzerTests: XCTestCase {
         XCTAssertTrue(summary.contains("192.0.2.1: its receiver should hold 1 entries from what was sent"), "\(summary)")
     }
 
+    func testANackNotFollowedByAsManyMessagesPointsAtTheResendQueue() {
+        var a = SyncLinkAnalyzer()
+        _ = a.add(ConntrackdWire.encode(.entryNew, entry(1), flags: .hello, sequence: 100), from: "s", to: "r", time: "1")
+        _ = a.add(ConntrackdWire.encode(.entryNew, entry(2), sequence: 106), from: "s", to: "r", time: "2")
+        _ = a.add(ConntrackdWire.control(.nack, from: 101, to: 105, sequence: 7), from: "r", to: "s", time: "3")
+        _ = a.add(ConntrackdWire.encode(.entryNew, entry(3), sequence: 107), from: "s", to: "r", time: "4")
+        let summary = a.summary()
+        XCTAssertTrue(summary.contains("s: 1 NACKs asked for 5 messages again but only 1 data messages followed: its resend queue had lost them (ResendQueueSize overflow), or the capture ended first"), "\(summary)")
+    }
+
     func testGarbageIsCountedAsRefused() {
         var a = SyncLinkAnalyzer()
         let lines = a.add([0x20, 0, 0, 8, 0, 0, 0, 1], from: "x", to: "y", time: "0")
