@@ -124,3 +124,37 @@ public enum ICMPTypes {
     public static func replyType(icmp type: UInt8) -> UInt8? { v4Pairs[type] }
     public static func replyType(icmpv6 type: UInt8) -> UInt8? { v6Pairs[type] }
 }
+
+extension Tuple {
+    /// The tuple without its per-direction zone: what identifies a connection within a zone.
+    public var withoutZone: Tuple {
+        var t = self
+        t.zone = nil
+        return t
+    }
+}
+
+/// An entry's identity in a table: its zone and original tuple (without per-direction zone),
+/// as the kernel looks entries up. Hashed as packed words: diffs and replication hash
+/// millions of them.
+public struct EntryKey: Hashable, Sendable {
+    public var zone: UInt16
+    public var tuple: Tuple
+
+    public init(zone: UInt16?, tuple: Tuple) {
+        self.zone = zone ?? 0
+        self.tuple = tuple.withoutZone
+    }
+
+    /// The key of an entry (its zone and original tuple).
+    public init(_ e: ConntrackEntry) { self.init(zone: e.zone, tuple: e.original) }
+
+    public func hash(into h: inout Hasher) {
+        switch (tuple.source, tuple.destination) {
+        case (.v4(let s), .v4(let d)): h.combine(UInt64(s) << 32 | UInt64(d))
+        default: h.combine(tuple.source); h.combine(tuple.destination)
+        }
+        h.combine(UInt64(tuple.sourcePort) << 48 | UInt64(tuple.destinationPort) << 32 | UInt64(tuple.icmpID) << 16 | UInt64(zone))
+        h.combine(UInt32(tuple.l4proto) << 16 | UInt32(tuple.icmpType) << 8 | UInt32(tuple.icmpCode))
+    }
+}

@@ -3,11 +3,7 @@ import ConntrackCore
 /// Probable causes of divergences (docs/divergences.md), from what each side is and what
 /// a model side saw. Specific causes first; a general one when nothing more is known.
 public enum Causes {
-    static func key(_ e: ConntrackEntry) -> Tuple {
-        var t = e.original
-        t.zone = nil
-        return t
-    }
+    static func key(_ e: ConntrackEntry) -> Tuple { e.original.withoutZone }
 
     /// An entry present on one side only.
     public static func onlyIn(_ e: ConntrackEntry, present: SideContext, absent: SideContext) -> Cause {

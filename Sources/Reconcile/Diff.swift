@@ -120,36 +120,14 @@ public struct DiffReport: Sendable {
 
 /// Matches the entries of two sides and classifies every difference (issue 5, scope 1).
 public enum Differ {
-    /// An entry's identity in a table: its zone and original tuple (without per-direction zone).
-    struct Key: Hashable {
-        var zone: UInt16
-        var tuple: Tuple
-        init(_ zone: UInt16?, _ t: Tuple) {
-            self.zone = zone ?? 0
-            var u = t
-            u.zone = nil
-            tuple = u
-        }
-
-        /// Packed words rather than field by field: a diff hashes millions of keys.
-        func hash(into h: inout Hasher) {
-            switch (tuple.source, tuple.destination) {
-            case (.v4(let s), .v4(let d)): h.combine(UInt64(s) << 32 | UInt64(d))
-            default: h.combine(tuple.source); h.combine(tuple.destination)
-            }
-            h.combine(UInt64(tuple.sourcePort) << 48 | UInt64(tuple.destinationPort) << 32 | UInt64(tuple.icmpID) << 16 | UInt64(zone))
-            h.combine(UInt32(tuple.l4proto) << 16 | UInt32(tuple.icmpType) << 8 | UInt32(tuple.icmpCode))
-        }
-    }
-
     /// A side's entries indexed by identity; built ahead (for example on the thread that
     /// read the side) so that a diff only looks up.
     public struct Index: Sendable {
-        let byOrig: [Key: Int]
+        let byOrig: [EntryKey: Int]
         public init(_ entries: [ConntrackEntry]) {
-            var d: [Key: Int] = [:]
+            var d: [EntryKey: Int] = [:]
             d.reserveCapacity(entries.count)
-            for (i, e) in entries.enumerated() { d[Key(e.zone, e.original)] = i }
+            for (i, e) in entries.enumerated() { d[EntryKey(zone: e.zone, tuple: e.original)] = i }
             byOrig = d
         }
     }
@@ -168,20 +146,20 @@ public enum Differ {
         var pairs: [(Int, Int)] = []
         var leftA: [Int] = []
         for (i, e) in a.enumerated() {
-            if let j = byOrig[Key(e.zone, e.original)], !usedB[j] { usedB[j] = true; pairs.append((i, j)) } else { leftA.append(i) }
+            if let j = byOrig[EntryKey(zone: e.zone, tuple: e.original)], !usedB[j] { usedB[j] = true; pairs.append((i, j)) } else { leftA.append(i) }
         }
         if !leftA.isEmpty {
-            var byReply: [Key: Int] = [:]
-            var byTupleOnly: [Key: Int] = [:]
+            var byReply: [EntryKey: Int] = [:]
+            var byTupleOnly: [EntryKey: Int] = [:]
             for (j, e) in b.enumerated() where !usedB[j] {
-                byReply[Key(e.zone, e.reply)] = j
-                byTupleOnly[Key(0, e.original)] = j
+                byReply[EntryKey(zone: e.zone, tuple: e.reply)] = j
+                byTupleOnly[EntryKey(zone: 0, tuple: e.original)] = j
             }
             var still: [Int] = []
             for i in leftA {
                 let e = a[i]
-                if let j = byReply[Key(e.zone, e.reply)], !usedB[j] { usedB[j] = true; pairs.append((i, j)) }
-                else if let j = byTupleOnly[Key(0, e.original)], !usedB[j] { usedB[j] = true; pairs.append((i, j)) }
+                if let j = byReply[EntryKey(zone: e.zone, tuple: e.reply)], !usedB[j] { usedB[j] = true; pairs.append((i, j)) }
+                else if let j = byTupleOnly[EntryKey(zone: 0, tuple: e.original)], !usedB[j] { usedB[j] = true; pairs.append((i, j)) }
                 else { still.append(i) }
             }
             leftA = still
@@ -209,12 +187,12 @@ public enum Differ {
     /// helper, flags, class or NAT differ, or its timeout beyond the tolerance.
     public static func diffExpectations(_ a: [Expectation], _ b: [Expectation], options: DiffOptions,
                                         contextA: SideContext, contextB: SideContext) -> [Divergence] {
-        var byTuple: [Key: Int] = [:]
-        for (j, x) in b.enumerated() { byTuple[Key(x.zone, x.tuple)] = j }
+        var byTuple: [EntryKey: Int] = [:]
+        for (j, x) in b.enumerated() { byTuple[EntryKey(zone: x.zone, tuple: x.tuple)] = j }
         var usedB = [Bool](repeating: false, count: b.count)
         var out: [Divergence] = []
         for x in a {
-            guard let j = byTuple[Key(x.zone, x.tuple)], !usedB[j] else {
+            guard let j = byTuple[EntryKey(zone: x.zone, tuple: x.tuple)], !usedB[j] else {
                 out.append(Divergence(expectationA: x, expectationB: nil, cause: Causes.expectationOnlyIn(x, present: contextA, absent: contextB)))
                 continue
             }
@@ -231,7 +209,7 @@ public enum Differ {
 
     /// The first field in which two matched expectations differ, or nil.
     static func expectationDifference(_ x: Expectation, _ y: Expectation, _ o: DiffOptions) -> String? {
-        func bare(_ t: Tuple?) -> Tuple? { t.map { var u = $0; u.zone = nil; return u } }
+        func bare(_ t: Tuple?) -> Tuple? { t?.withoutZone }
         if bare(x.master) != bare(y.master) { return "master" }
         if bare(x.mask) != bare(y.mask) { return "mask" }
         if x.helper != y.helper { return "helper" }
@@ -249,9 +227,7 @@ public enum Differ {
     public static func compare(_ x: ConntrackEntry, _ y: ConntrackEntry, _ o: DiffOptions) -> [DivergenceClass] {
         var c: [DivergenceClass] = []
         if (x.zone ?? 0) != (y.zone ?? 0) { c.append(.zone) }
-        var rx = x.reply, ry = y.reply
-        rx.zone = nil; ry.zone = nil
-        if rx != ry { c.append(.reply) }
+        if x.reply.withoutZone != y.reply.withoutZone { c.append(.reply) }
         if x.tcpState != y.tcpState { c.append(.tcpState) }
         if (x.status ?? []).intersection(comparedStatus) != (y.status ?? []).intersection(comparedStatus) { c.append(.status) }
         if (x.mark ?? 0) != (y.mark ?? 0) { c.append(.mark) }

@@ -31,11 +31,7 @@ public struct DivergenceWatch: Sendable {
     /// expectation) it is about, not fields that change with every packet.
     static func identity(_ d: Divergence) -> String {
         var s = d.classes.map(\.rawValue).joined(separator: ",")
-        if let e = d.a ?? d.b {
-            var t = e.original
-            t.zone = nil
-            s += "|\(e.zone ?? 0)|\(t)"
-        }
+        if let e = d.a ?? d.b { s += "|\(e.zone ?? 0)|\(e.original.withoutZone)" }
         if let x = d.expectationA ?? d.expectationB { s += "|x|\(x.zone ?? 0)|\(x.tuple)" }
         return s
     }

@@ -7,16 +7,6 @@ import ReplicationProtocol
 /// and expectations as last received, each with the time it arrived, so a commit can
 /// shorten timeouts by the time since. Thread-safe.
 public final class ExternalCache: @unchecked Sendable {
-    struct Key: Hashable, Sendable {
-        var zone: UInt16
-        var tuple: Tuple
-        init(_ zone: UInt16?, _ t: Tuple) {
-            self.zone = zone ?? 0
-            var u = t
-            u.zone = nil
-            tuple = u
-        }
-    }
     /// A reference: when the dictionary grows, it moves 8 bytes per entry, not 270 (a
     /// growth at 50k entries had stalled frame handling for 20–40 ms).
     final class Stored: @unchecked Sendable {
@@ -27,13 +17,13 @@ public final class ExternalCache: @unchecked Sendable {
     struct StoredExpectation { var expectation: Expectation; var received: UInt64 }
 
     private let lock = NSLock()
-    private var entries: [Key: Stored] = [:]
-    private var expectations: [Key: StoredExpectation] = [:]
-    private var staging: [Key: Stored]?
+    private var entries: [EntryKey: Stored] = [:]
+    private var expectations: [EntryKey: StoredExpectation] = [:]
+    private var staging: [EntryKey: Stored]?
     /// The bucket a bulk transfer replaces (nil: the whole table).
     private var stagingBucket: Int?
     public private(set) var bucketsRepaired = 0
-    private var stagingExpectations: [Key: StoredExpectation] = [:]
+    private var stagingExpectations: [EntryKey: StoredExpectation] = [:]
     public private(set) var bulksCompleted = 0
     public private(set) var eventsApplied = 0
 
@@ -51,7 +41,7 @@ public final class ExternalCache: @unchecked Sendable {
 
     /// An event from the active node (inside a bulk transfer: part of the new copy).
     public func apply(_ event: EventKind, _ e: ConntrackEntry, at now: UInt64 = ExternalCache.now()) {
-        let key = Key(e.zone, e.original)
+        let key = EntryKey(e)
         lock.withLock {
             eventsApplied += 1
             if staging != nil {
@@ -63,7 +53,7 @@ public final class ExternalCache: @unchecked Sendable {
     }
 
     public func apply(_ event: EventKind, _ x: Expectation, at now: UInt64 = ExternalCache.now()) {
-        let key = Key(x.zone, x.tuple)
+        let key = EntryKey(zone: x.zone, tuple: x.tuple)
         lock.withLock {
             if staging != nil {
                 if event == .destroy { stagingExpectations[key] = nil } else { stagingExpectations[key] = StoredExpectation(expectation: x, received: now) }

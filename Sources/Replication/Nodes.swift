@@ -283,7 +283,7 @@ public final class ActiveNode: @unchecked Sendable {
     let refresh: Int64
     /// What the standbys hold (when in step): a digest of each entry as last sent, without
     /// the fields that change with every packet. Event-loop only.
-    var shadow: [ExternalCache.Key: UInt64] = [:]
+    var shadow: [EntryKey: UInt64] = [:]
     private var refreshes = 0
     private var repaired = 0
     let logger = Logger(label: "ctsync.replicate.active")
@@ -343,10 +343,10 @@ public final class ActiveNode: @unchecked Sendable {
         guard !isStopped, !links.isEmpty || peers.contains(where: { $0.session?.isReady == true && !$0.bulkInProgress }) else { return }
         let loop = group.next()
         Thread { [self] in
-            var current: [ExternalCache.Key: (ConntrackEntry, UInt64)] = [:]
+            var current: [EntryKey: (ConntrackEntry, UInt64)] = [:]
             do {
                 _ = try ConntrackTable().dump { e in
-                    if filter(e) { current[ExternalCache.Key(e.zone, e.original)] = (e, TableDigest.entryDigest(e)) }
+                    if filter(e) { current[EntryKey(e)] = (e, TableDigest.entryDigest(e)) }
                 }
             } catch {
                 logger.error("refresh dump failed: \(error)")
@@ -364,9 +364,7 @@ public final class ActiveNode: @unchecked Sendable {
                 }
                 for (k, _) in shadow where current[k] == nil {
                     // Gone from the kernel without a destroy event: rebuild a minimal entry.
-                    var t = k.tuple
-                    t.zone = nil
-                    var e = ConntrackEntry(original: t, reply: t.inverted())
+                    var e = ConntrackEntry(original: k.tuple, reply: k.tuple.inverted())
                     e.zone = k.zone == 0 ? nil : k.zone
                     sends.append(FramePayload.entry(e, .destroy))
                     changes.append((.destroy, e))
@@ -442,7 +440,7 @@ public final class ActiveNode: @unchecked Sendable {
         Thread { [self] in
             var chunk: [[UInt8]] = []
             var types: [FrameType] = []
-            var dumped: [ExternalCache.Key: UInt64] = [:]
+            var dumped: [EntryKey: UInt64] = [:]
             var count = 0
             func ship() {
                 let (frames, kinds) = (chunk, types)
@@ -461,7 +459,7 @@ public final class ActiveNode: @unchecked Sendable {
                     let e = try CtNetlinkCodec.decodeEntry(family: family, attributes: attributes)
                     guard filter(e) else { return }
                     chunk.append(FramePayload.entryAttributes(family: family, attributes, .new)); types.append(.entry)
-                    dumped[ExternalCache.Key(e.zone, e.original)] = TableDigest.entryDigest(e)
+                    dumped[EntryKey(e)] = TableDigest.entryDigest(e)
                     count += 1
                     if chunk.count == 2048 { ship() }
                 }
@@ -497,12 +495,12 @@ public final class ActiveNode: @unchecked Sendable {
         let wanted = Set(buckets)
         let loop = s.context!.eventLoop
         Thread { [self] in
-            var byBucket: [Int: [(ExternalCache.Key, ConntrackEntry)]] = [:]
+            var byBucket: [Int: [(EntryKey, ConntrackEntry)]] = [:]
             do {
                 _ = try ConntrackTable().dump { e in
                     guard filter(e) else { return }
                     let b = TableDigest.bucket(zone: e.zone, tuple: e.original)
-                    if wanted.contains(b) { byBucket[b, default: []].append((ExternalCache.Key(e.zone, e.original), e)) }
+                    if wanted.contains(b) { byBucket[b, default: []].append((EntryKey(e), e)) }
                 }
             } catch {
                 logger.error("anti-entropy dump failed: \(error)")
@@ -545,7 +543,7 @@ public final class ActiveNode: @unchecked Sendable {
                     if !stream.hasBufferedEvents { l.flush() }
                 }
                 let payload = FramePayload.entry(e, kind, observed: ExternalCache.now())
-                let key = ExternalCache.Key(e.zone, e.original), digest = kind == .destroy ? nil : TableDigest.entryDigest(e)
+                let key = EntryKey(e), digest = kind == .destroy ? nil : TableDigest.entryDigest(e)
                 loop.execute { [self] in
                     shadow[key] = digest
                     for p in peers { deliver(p, .entry, payload) }
@@ -625,8 +623,8 @@ public final class ActiveNode: @unchecked Sendable {
                 return
             }
             link.sendAll(entries, expectations: expectations)
-            var dumped: [ExternalCache.Key: UInt64] = [:]
-            for e in entries { dumped[ExternalCache.Key(e.zone, e.original)] = TableDigest.entryDigest(e) }
+            var dumped: [EntryKey: UInt64] = [:]
+            for e in entries { dumped[EntryKey(e)] = TableDigest.entryDigest(e) }
             group.next().execute { [self] in if peers.isEmpty { shadow = dumped } }
             logger.info("sent \(entries.count) entries to the conntrackd peer")
         }.start()

@@ -249,10 +249,8 @@ public enum TableDigest {
 
     /// The bucket of an entry with this zone and original tuple.
     public static func bucket(zone: UInt16?, tuple: Tuple) -> Int {
-        var t = tuple
-        t.zone = nil
         var b: [UInt8] = []
-        ConntrackJSON.writeTuple(t, to: &b)
+        ConntrackJSON.writeTuple(tuple.withoutZone, to: &b)
         return Int(fnv(b, seed: 0x84222325_cbf29ce4 ^ UInt64(zone ?? 0)) % UInt64(buckets))
     }
 

@@ -19,7 +19,7 @@ public struct SyncLinkAnalyzer {
 
     public private(set) var senders: [String: Sender] = [:]
     /// Entries a receiver should hold, by sender: the last NEW/UPDATE of each, minus DELETEs.
-    public private(set) var tables: [String: [Tuple: ConntrackEntry]] = [:]
+    public private(set) var tables: [String: [EntryKey: ConntrackEntry]] = [:]
     public init() {}
 
     static func name(_ t: ConntrackdWire.MessageType) -> String {
@@ -69,22 +69,20 @@ public struct SyncLinkAnalyzer {
             if s.lastSequence == nil || Int32(bitPattern: m.sequence &- s.lastSequence!) > 0 || flags.contains(.hello) { s.lastSequence = m.sequence }
             var line = "\(time) \(source) > \(destination) seq=\(m.sequence)"
             switch m {
-            case .entry(let t, let e, _, _):
+            case .entry(let t, _, _, _), .expectation(let t, _, _, _):
+                // A data message: counted, matched against pending NACKs, printed.
                 s.data += 1
                 if let i = s.resends.firstIndex(where: { $0.sent < $0.asked }) { s.resends[i].sent += 1 }
                 var text: [UInt8] = []
-                ConntrackText.write(e, options: TextFormatOptions(), to: &text)
-                line += " \(SyncLinkAnalyzer.name(t))"
-                if !flags.isEmpty { line += "[\(SyncLinkAnalyzer.flagNames(flags))]" }
-                line += " " + String(decoding: text, as: UTF8.self)
-                var key = e.original
-                key.zone = e.zone
-                if t == .entryDelete { tables[source, default: [:]][key] = nil } else { tables[source, default: [:]][key] = e }
-            case .expectation(let t, let x, _, _):
-                s.data += 1
-                if let i = s.resends.firstIndex(where: { $0.sent < $0.asked }) { s.resends[i].sent += 1 }
-                var text: [UInt8] = []
-                ConntrackText.write(x, options: TextFormatOptions(), to: &text)
+                switch m {
+                case .entry(_, let e, _, _):
+                    ConntrackText.write(e, options: TextFormatOptions(), to: &text)
+                    tables[source, default: [:]][EntryKey(e)] = t == .entryDelete ? nil : e
+                case .expectation(_, let x, _, _):
+                    ConntrackText.write(x, options: TextFormatOptions(), to: &text)
+                case .control:
+                    break
+                }
                 line += " \(SyncLinkAnalyzer.name(t))"
                 if !flags.isEmpty { line += "[\(SyncLinkAnalyzer.flagNames(flags))]" }
                 line += " " + String(decoding: text, as: UTF8.self)

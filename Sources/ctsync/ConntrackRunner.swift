@@ -527,12 +527,6 @@ final class SlowLines: @unchecked Sendable {
 }
 
 /// How entries are matched across dumps: zone plus original tuple.
-struct EntryKey: Hashable {
-    var zone: UInt16
-    var tuple: Tuple
-    init(_ e: ConntrackEntry) { zone = e.zone ?? 0; tuple = e.original }
-}
-
 extension ConntrackEntry {
     /// Equal in everything but the fields that move by themselves (timeout, counters, use).
     func sameState(as o: ConntrackEntry) -> Bool {

@@ -86,8 +86,7 @@ final class ModelObservations {
     func note(_ v: Verdict, _ p: DecodedPacket, _ entry: ModelEntry?) {
         if v.kind == .new, let e = entry, e.original.l4proto == 6, e.tcp.state == .established { pickedUp.insert(e.original) }
         guard v.kind == .invalid, let reason = v.reason, p.hasTransport else { return }
-        var t = p.tuple
-        t.zone = nil
+        let t = p.tuple.withoutZone
         // The packet may travel in either direction of its connection.
         for key in [t, t.inverted()] where invalid[key] == nil { invalid[key] = (frames.value, reason.rawValue) }
         // An ACK for data never seen: the capture, not the connection, lost packets.
@@ -229,8 +228,8 @@ extension TableSides {
         side.entries.removeAll { !filter.matches($0) }
         side.index = nil
         if side.expectations != nil {
-            let masters = Set(side.entries.map { e -> Tuple in var t = e.original; t.zone = nil; return t })
-            side.expectations!.removeAll { x in var t = x.master; t.zone = nil; return !masters.contains(t) }
+            let masters = Set(side.entries.map { $0.original.withoutZone })
+            side.expectations!.removeAll { !masters.contains($0.master.withoutZone) }
         }
     }
 

@@ -34,6 +34,38 @@ struct DaemonOptions: ParsableArguments {
     @Option(help: "control socket path") var control = "/run/ctsync-replicate.sock"
     @Option(help: "serve Prometheus metrics on ADDR:PORT (/metrics)") var metrics: String?
 
+    /// Runs a daemon until SIGINT or SIGTERM: starts it, answers its control socket (`status`
+    /// and `ready N` for every daemon, `commands` for the rest), serves metrics when asked,
+    /// then stops everything.
+    func serve(_ program: String, describing what: String, status: @escaping @Sendable (UInt64) -> NodeStatus,
+               commands: [String: @Sendable () -> String], start: () throws -> Void, stop: () -> Void) throws {
+        let control: ControlServer
+        do {
+            try start()
+            control = try ControlServer(path: self.control) { line in
+                let words = line.split(separator: " ")
+                switch words.first.map(String.init) {
+                case "status"?: return "ok\n" + status(0).lines.joined(separator: "\n")
+                case "ready"?:
+                    let st = status(words.count > 1 ? UInt64(words[1]) ?? 0 : 0)
+                    return (st.ready ? "ok\n" : "error: not ready\n") + st.lines.joined(separator: "\n")
+                case let c? where commands[c] != nil: return commands[c]!()
+                default: return "error: this daemon answers " + (["status", "ready N"] + commands.keys.sorted()).joined(separator: ", ")
+                }
+            }
+        } catch {
+            printError("\(program): \(error)")
+            throw ExitCode(2)
+        }
+        control.start()
+        let server = try serveMetrics(program) { status(0).prometheus }
+        printError("\(program): \(what); control socket \(self.control)")
+        waitForTermination()
+        server?.stop()
+        control.stop()
+        stop()
+    }
+
     /// Starts the metrics server when asked.
     func serveMetrics(_ program: String, _ render: @escaping @Sendable () -> String) throws -> MetricsServer? {
         guard let metrics else { return nil }
@@ -187,33 +219,15 @@ extension Ctsync.Replicate {
                 printError("ctsync replicate active: note: nf_conntrack_events=2: entries older than this process send no events; " +
                            "their changes reach the standbys with the comparison every \(refresh) s (set it to 1 to have them at once)")
             }
-            let control: ControlServer
             let link = try conntrackdOptions.link("ctsync replicate active", logger: "ctsync.replicate.conntrackd")
-            do {
-                try node.start()
-                if let link { node.attach(link) }
-                control = try ControlServer(path: daemon.control) { line in
-                    let words = line.split(separator: " ")
-                    switch words.first {
-                    case "status"?: return "ok\n" + node.status().lines.joined(separator: "\n")
-                    case "ready"?:
-                        let st = node.status(maxLag: words.count > 1 ? UInt64(words[1]) ?? 0 : 0)
-                        return (st.ready ? "ok\n" : "error: not ready\n") + st.lines.joined(separator: "\n")
-                    case "resync"?: return "ok\nbulk transfer to \(node.resync()) standbys"
-                    default: return "error: the active node answers status, ready N, resync"
-                    }
-                }
-            } catch {
-                printError("ctsync replicate active: \(error)")
-                throw ExitCode(2)
-            }
-            control.start()
-            let server = try daemon.serveMetrics("ctsync replicate active") { node.status().prometheus }
-            printError("ctsync replicate active: streaming to \((peer + [conntrackdOptions.conntrackd.map { "conntrackd " + $0 }].compactMap { $0 }).joined(separator: ", ")); control socket \(daemon.control)")
-            waitForTermination()
-            server?.stop()
-            control.stop()
-            node.stop()
+            let targets = (peer + [conntrackdOptions.conntrackd.map { "conntrackd " + $0 }].compactMap { $0 }).joined(separator: ", ")
+            try daemon.serve("ctsync replicate active", describing: "streaming to \(targets)", status: node.status,
+                             commands: ["resync": { "ok\nbulk transfer to \(node.resync()) standbys" }],
+                             start: {
+                                 try node.start()
+                                 if let link { node.attach(link) }
+                             },
+                             stop: node.stop)
         }
     }
 
@@ -251,45 +265,28 @@ extension Ctsync.Replicate {
                 throw ExitCode(2)
             }
             let node = StandbyNode(psk: key, name: daemon.name, inject: inject, allowHostTable: hostTable, digestInterval: digestInterval)
-            let control: ControlServer
             let hostTable = self.hostTable
             let link = try conntrackdOptions.link("ctsync replicate standby", logger: "ctsync.replicate.conntrackd")
-            do {
-                if let listen, let (host, port) = parseEndpoint(listen) { try node.start(host: host, port: port) }
-                if let link { node.attach(link) }
-                control = try ControlServer(path: daemon.control) { line in
-                    let words = line.split(separator: " ")
-                    switch words.first {
-                    case "status"?: return "ok\n" + node.status().lines.joined(separator: "\n")
-                    case "ready"?:
-                        let st = node.status(maxLag: words.count > 1 ? UInt64(words[1]) ?? 0 : 0)
-                        return (st.ready ? "ok\n" : "error: not ready\n") + st.lines.joined(separator: "\n")
-                    case "commit"?:
-                        do {
-                            let o = try Replication.Commit.run(node.cache, allowHostTable: hostTable)
-                            let line = "committed \(o.written) entries and \(o.expectationsWritten) expectations in \(String(format: "%.3f", o.seconds)) s"
-                            return o.failed == 0 ? "ok\n" + line : "error: \(o.failed) writes failed (first: \(o.firstError ?? "?"))\n" + line
-                        } catch {
-                            return "error: commit: \(error)"
-                        }
-                    case "flush"?:
-                        node.cache.flush()
-                        return "ok\nexternal cache flushed"
-                    case "resync"?: return "ok\nasked \(node.requestResync()) active nodes for a bulk transfer"
-                    default: return "error: the standby answers status, ready N, commit, flush, resync"
-                    }
-                }
-            } catch {
-                printError("ctsync replicate standby: \(error)")
-                throw ExitCode(2)
-            }
-            control.start()
-            let server = try daemon.serveMetrics("ctsync replicate standby") { node.status().prometheus }
-            printError("ctsync replicate standby: listening on \(([listen] + [conntrackdOptions.conntrackd.map { "conntrackd " + $0 }]).compactMap { $0 }.joined(separator: ", ")); control socket \(daemon.control)")
-            waitForTermination()
-            server?.stop()
-            control.stop()
-            node.stop()
+            let sources = ([listen] + [conntrackdOptions.conntrackd.map { "conntrackd " + $0 }]).compactMap { $0 }.joined(separator: ", ")
+            try daemon.serve("ctsync replicate standby", describing: "listening on \(sources)", status: node.status,
+                             commands: [
+                                 "commit": {
+                                     do {
+                                         let o = try Replication.Commit.run(node.cache, allowHostTable: hostTable)
+                                         let line = "committed \(o.written) entries and \(o.expectationsWritten) expectations in \(String(format: "%.3f", o.seconds)) s"
+                                         return o.failed == 0 ? "ok\n" + line : "error: \(o.failed) writes failed (first: \(o.firstError ?? "?"))\n" + line
+                                     } catch {
+                                         return "error: commit: \(error)"
+                                     }
+                                 },
+                                 "flush": { node.cache.flush(); return "ok\nexternal cache flushed" },
+                                 "resync": { "ok\nasked \(node.requestResync()) active nodes for a bulk transfer" },
+                             ],
+                             start: {
+                                 if let listen, let (host, port) = parseEndpoint(listen) { try node.start(host: host, port: port) }
+                                 if let link { node.attach(link) }
+                             },
+                             stop: node.stop)
         }
     }
 

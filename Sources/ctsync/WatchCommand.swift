@@ -108,12 +108,11 @@ final class WatchSession: @unchecked Sendable {
         return "\(tm.tm_year + 1900)-\(two(tm.tm_mon + 1))-\(two(tm.tm_mday))T\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec))Z"
     }
 
-    static func key(_ t: Tuple) -> Tuple { var u = t; u.zone = nil; return u }
 
     func run() throws {
         let kernelStart: TableSide
         kernelStart = try TableSides.load("kernel", model: command.model, program: "ctsync watch")
-        if !command.includePreexisting { preexisting = Set(kernelStart.entries.map { WatchSession.key($0.original) }) }
+        if !command.includePreexisting { preexisting = Set(kernelStart.entries.map { $0.original.withoutZone }) }
         if let m = command.metrics {
             do { server = try MetricsServer(address: m) { [unowned self] in self.metricsText() } } catch {
                 printError("ctsync watch: --metrics \(m): \(error)")
@@ -185,10 +184,10 @@ final class WatchSession: @unchecked Sendable {
                                   context: context)
         var kernelSide = kernel
         if !preexisting.isEmpty {
-            modelSide.entries.removeAll { preexisting.contains(WatchSession.key($0.original)) }
-            kernelSide.entries.removeAll { preexisting.contains(WatchSession.key($0.original)) }
+            modelSide.entries.removeAll { preexisting.contains($0.original.withoutZone) }
+            kernelSide.entries.removeAll { preexisting.contains($0.original.withoutZone) }
             // A preexisting connection that ended no longer needs leaving out.
-            let live = Set(kernel.entries.map { WatchSession.key($0.original) })
+            let live = Set(kernel.entries.map { $0.original.withoutZone })
             preexisting.formIntersection(live)
         }
         let report = TableSides.compare(modelSide, kernelSide, options: options)

@@ -10,10 +10,7 @@ final class ConntrackdInteropTests: XCTestCase {
     var dir = ""
 
     override func setUpWithError() throws {
-        guard Lab.run("command -v conntrackd").status == 0 else {
-            if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("conntrackd is not installed (apt-get install conntrackd)") }
-            throw XCTSkip("conntrackd is not installed")
-        }
+        try Conntrackd.require()
         lab = try LabNodes(prefix: "cd")
         dir = NSTemporaryDirectory() + "conntrackd-\(getpid())"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -22,38 +19,8 @@ final class ConntrackdInteropTests: XCTestCase {
             XCTAssertEqual(lab.on(node, "ip link set \(from) down && ip link set \(from) name \(to) && ip link set \(to) up").status, 0)
         }
         for (node, me, peer, dev) in [("router", "192.0.2.1", "192.0.2.2", "sync0"), ("standby", "192.0.2.2", "192.0.2.1", "sync1")] {
-            try """
-            General {
-            \tHashSize 8192
-            \tHashLimit 65536
-            \tLogFile \(dir)/\(node).log
-            \tSyslog off
-            \tLockFile \(dir)/\(node).lock
-            \tUNIX {
-            \t\tPath \(dir)/\(node).ctl
-            \t}
-            \tNetlinkBufferSize 2097152
-            \tNetlinkBufferSizeMaxGrowth 8388608
-            \tFilter From Userspace {
-            \t\tAddress Ignore {
-            \t\t\tIPv4_address 127.0.0.1
-            \t\t\tIPv4_address 192.0.2.0/24
-            \t\t}
-            \t}
-            }
-            Sync {
-            \tMode FTFW {
-            \t}
-            \tUDP {
-            \t\tIPv4_address \(me)
-            \t\tIPv4_Destination_Address \(peer)
-            \t\tPort 3780
-            \t\tInterface \(dev)
-            \t\tChecksum on
-            \t}
-            }
-
-            """.write(toFile: "\(dir)/\(node).conf", atomically: true, encoding: .utf8)
+            try Conntrackd.config(dir: dir, node: node, address: me, peer: peer, interface: dev)
+                .write(toFile: "\(dir)/\(node).conf", atomically: true, encoding: .utf8)
         }
     }
 

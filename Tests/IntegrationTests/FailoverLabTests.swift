@@ -151,46 +151,13 @@ final class FailoverLabTests: XCTestCase {
     /// conntrackd's configuration for the active router (FTFW over UDP on the sync link).
     func conntrackdConfig() throws -> String {
         let path = dir + "/conntrackd.conf"
-        try """
-        General {
-        \tHashSize 8192
-        \tHashLimit 65536
-        \tLogFile \(dir)/conntrackd.log
-        \tSyslog off
-        \tLockFile \(dir)/conntrackd.lock
-        \tUNIX {
-        \t\tPath \(dir)/conntrackd.ctl
-        \t}
-        \tNetlinkBufferSize 2097152
-        \tNetlinkBufferSizeMaxGrowth 8388608
-        \tFilter From Userspace {
-        \t\tAddress Ignore {
-        \t\t\tIPv4_address 127.0.0.1
-        \t\t\tIPv4_address 192.0.2.0/24
-        \t\t}
-        \t}
-        }
-        Sync {
-        \tMode FTFW {
-        \t}
-        \tUDP {
-        \t\tIPv4_address 192.0.2.1
-        \t\tIPv4_Destination_Address 192.0.2.2
-        \t\tPort 3780
-        \t\tInterface sync0
-        \t\tChecksum on
-        \t}
-        }
-
-        """.write(toFile: path, atomically: true, encoding: .utf8)
+        try Conntrackd.config(dir: dir, node: "conntrackd", address: "192.0.2.1", peer: "192.0.2.2", interface: "sync0")
+            .write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
 
     func testTheSameFailoverWithConntrackdAsTheActiveNode() throws {
-        guard Lab.run("command -v conntrackd").status == 0 else {
-            if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("conntrackd is not installed") }
-            throw XCTSkip("conntrackd is not installed")
-        }
+        try Conntrackd.require()
         try failover(conntrackdActive: true)
     }
 

@@ -177,3 +177,50 @@ final class LabNodes {
 
     func down() { Lab.run("bash \(LabNodes.script) down \(prefix)") }
 }
+
+/// conntrackd 1.4.x in the labs: its configuration for one node (FTFW over UDP on the sync
+/// link, files under `dir` named after `node`), and the skip-or-fail when it is missing.
+enum Conntrackd {
+    static func config(dir: String, node: String, address: String, peer: String, interface: String) -> String {
+        """
+        General {
+        \tHashSize 8192
+        \tHashLimit 65536
+        \tLogFile \(dir)/\(node).log
+        \tSyslog off
+        \tLockFile \(dir)/\(node).lock
+        \tUNIX {
+        \t\tPath \(dir)/\(node).ctl
+        \t}
+        \tNetlinkBufferSize 2097152
+        \tNetlinkBufferSizeMaxGrowth 8388608
+        \tFilter From Userspace {
+        \t\tAddress Ignore {
+        \t\t\tIPv4_address 127.0.0.1
+        \t\t\tIPv4_address 192.0.2.0/24
+        \t\t}
+        \t}
+        }
+        Sync {
+        \tMode FTFW {
+        \t}
+        \tUDP {
+        \t\tIPv4_address \(address)
+        \t\tIPv4_Destination_Address \(peer)
+        \t\tPort 3780
+        \t\tInterface \(interface)
+        \t\tChecksum on
+        \t}
+        }
+
+        """
+    }
+
+    /// Skips the test when conntrackd is not installed; fails it under CI.
+    static func require() throws {
+        guard Lab.run("command -v conntrackd").status == 0 else {
+            if ProcessInfo.processInfo.environment["CI"] != nil { XCTFail("conntrackd is not installed (apt-get install conntrackd)") }
+            throw XCTSkip("conntrackd is not installed")
+        }
+    }
+}

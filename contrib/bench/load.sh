@@ -30,62 +30,26 @@ out=contrib/bench/out
 ns_a=ctload$$a                        # the table of every single-table stage; conntrackd's active
 ns_b=ctload$$b                        # conntrackd's standby
 
-die() { echo "load-bench: $*" >&2; exit 1; }
-say() { echo "load-bench: $*" >&2; }
+bench=load-bench
+. contrib/bench/lib.sh
 
 # --- Prerequisites -----------------------------------------------------------------
-[ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
-ctsync=$(realpath -e "${CTSYNC:-.build/release/ctsync}" 2>/dev/null) ||
-  die "no ctsync at ${CTSYNC:-.build/release/ctsync} (swift build -c release, or set CTSYNC)"
-[ -x "$ctsync" ] || die "$ctsync is not executable"
-for tool in conntrack nft ip awk sed python3; do
-  command -v "$tool" >/dev/null || die "$tool not found"
-done
-if ! command -v conntrackd >/dev/null; then
-  say "installing conntrackd"
-  # Debian's policy-rc.d (where present) keeps the package's own service from starting.
-  apt-get install -y -qq conntrackd >/dev/null || die "cannot install conntrackd"
-fi
-pgrep -x conntrackd >/dev/null && say "note: a conntrackd is already running on this host (left alone)"
+ctsync=$(prerequisites)
 
 mkdir -p "$out"
 out=$(realpath "$out")
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ctload.XXXXXX")
 
 # --- Namespaces, limits, cleanup ---------------------------------------------------------
-max_file=/proc/sys/net/netfilter/nf_conntrack_max
-hash_file=/sys/module/nf_conntrack/parameters/hashsize
-modprobe nf_conntrack 2>/dev/null || true   # built in on some kernels (no modprobe at all)
-[ -e "$max_file" ] && [ -e "$hash_file" ] || die "nf_conntrack is not available"
-host_max0=$(cat "$max_file")
-host_hash0=$(cat "$hash_file")
+limits_init
 notes=()
-cd_pids=()
+pids=()                               # conntrackd daemons started by this script
 
-in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-
-stop_conntrackd() {
-  local pid
-  for pid in "${cd_pids[@]}"; do
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  cd_pids=()
-}
-drop_ns() {
-  [ -e "/run/netns/$1" ] || return 0
-  # Flushing first frees the entries now rather than in the kernel's asynchronous
-  # namespace cleanup, which would compete with whatever is timed next.
-  in_ns "$1" conntrack -F >/dev/null 2>&1 || true
-  ip netns del "$1" 2>/dev/null || true
-}
 cleanup() {
-  stop_conntrackd
+  stop_pids
   drop_ns "$ns_a"
   drop_ns "$ns_b"
-  # Leave the host's global limits as we found them.
-  [ "$(cat "$max_file")" = "$host_max0" ] || echo "$host_max0" > "$max_file" || true
-  [ "$(cat "$hash_file")" = "$host_hash0" ] || echo "$host_hash0" > "$hash_file" || true
+  limits_restore
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -123,27 +87,6 @@ NFT
   make_room "$1"
 }
 
-count() { in_ns "$1" conntrack -C; }
-
-# Room for n entries in a namespace. nf_conntrack_max is writable per namespace on some
-# kernels; where it is read-only there (it then shows the global value), the limit that
-# applies is the host's, so raise that, only upward, and say so (restored on exit).
-make_room() {
-  local need=$(( n + 1024 ))
-  if [ "$(in_ns "$1" cat "$max_file")" -lt "$need" ]; then
-    if in_ns "$1" sh -c "echo $need > $max_file" 2>/dev/null; then :; else
-      echo "$need" > "$max_file"
-      notes+=("Raised the host's global nf_conntrack_max from $host_max0 to $need for the run (restored afterwards).")
-    fi
-    [ "$(in_ns "$1" cat "$max_file")" -ge "$need" ] || die "cannot raise nf_conntrack_max to $need"
-  fi
-  # The hash table is global (shared by every namespace): about one bucket per entry.
-  if [ "$(cat "$hash_file")" -lt "$n" ]; then
-    echo "$n" > "$hash_file"
-    notes+=("nf_conntrack hashsize raised from $host_hash0 to $n buckets for the run (global; restored afterwards).")
-  fi
-}
-
 # --- Timing ------------------------------------------------------------------------------
 # "seconds exit-status" of one run of a command, measured inside the namespace so that
 # ip netns exec's own start-up is not counted. Stdout is discarded, stderr kept in ERRFILE.
@@ -153,11 +96,7 @@ timed() {
     'a=$EPOCHREALTIME; "$@" >/dev/null 2>"$ERR"; rc=$?; b=$EPOCHREALTIME; echo "$a $b $rc"' timed "$@" |
     awk '{ printf "%.6f %d\n", $2 - $1, $3 }'
 }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) printf "%s\n", v[int((NR + 1) / 2)] }'; }
-med() { printf '%s\n' "$@" | median; }
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { r = a / b; printf (r < 0.1 ? "%.4f" : "%.2f"), r }'; }
-secs() { awk -v s="$1" 'BEGIN { printf "%.3f", s }'; }
 
 # What a table holds compared with snapshot FILE, leaving out timeouts (they run down) and
 # counters (ctnetlink cannot set them): "same as A" or "N divergences from A".
@@ -179,11 +118,11 @@ start_conntrackd() {   # NS NODE
   # ip netns exec (not the in_ns function, which would fork a shell) so that $! is
   # conntrackd's own pid: ip netns exec execs the command.
   ip netns exec "$1" conntrackd -C "$tmp/$2.conf" > "$tmp/$2.out" 2>&1 &
-  cd_pids+=($!)
+  pids+=($!)
   local i
   for i in $(seq 200); do
     cache_count "$1" "$2" internal >/dev/null && return 0
-    kill -0 "${cd_pids[-1]}" 2>/dev/null || die "conntrackd ($2) exited: $(tail -3 "$tmp/$2.out")"
+    kill -0 "${pids[-1]}" 2>/dev/null || die "conntrackd ($2) exited: $(tail -3 "$tmp/$2.out")"
     sleep 0.05
   done
   die "conntrackd ($2) did not answer on its control socket"
@@ -237,7 +176,7 @@ for run in $(seq "$runs"); do
   say "conntrack -I x $k: $(secs "$t") s, $(rate "$k" "$t") entries/s"
 
   # --- 3. conntrackd: replication to the standby, then commit -----------------------------
-  stop_conntrackd
+  stop_pids
   fresh_ns "$ns_a"
   fresh_ns "$ns_b"
   ip link add ctl0 netns "$ns_a" type veth peer name ctl1 netns "$ns_b"
@@ -364,7 +303,7 @@ CONF
   commit_log_t+=("${took:-0}")
   [ "$run" = 1 ] && cd_check="$c in the table (its log: \"Committed ${logged:-?} new entries\", \"commit has taken ${took:-?} seconds\"), $(fidelity "$ns_b" "$tmp/A-long.jsonl" A)"
   say "conntrackd -c: $(secs "$t") s (client returned after $(secs "$tc") s), $c entries in the standby's table, log: ${logged:-?} committed in ${took:-?} s"
-  stop_conntrackd
+  stop_pids
   drop_ns "$ns_b"
 
   # --- 4. ctsync sync --apply ----------------------------------------------------------------

@@ -44,22 +44,11 @@ ns_a=ctrep$$a                         # the active node
 ns_b=ctrep$$b                         # the standby
 ns_s=ctrep$$s                         # sink for the generated datagrams (no conntrack)
 
-die() { echo "replicate-bench: $*" >&2; exit 1; }
-say() { echo "replicate-bench: $*" >&2; }
+bench=replicate-bench
+. contrib/bench/lib.sh
 
 # --- Prerequisites -----------------------------------------------------------------
-[ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
-ctsync_src=$(realpath -e "${CTSYNC:-.build/release/ctsync}" 2>/dev/null) ||
-  die "no ctsync at ${CTSYNC:-.build/release/ctsync} (swift build -c release, or set CTSYNC)"
-[ -x "$ctsync_src" ] || die "$ctsync_src is not executable"
-for tool in conntrack nft ip awk sed python3; do
-  command -v "$tool" >/dev/null || die "$tool not found"
-done
-if ! command -v conntrackd >/dev/null; then
-  say "installing conntrackd"
-  apt-get install -y -qq conntrackd >/dev/null || die "cannot install conntrackd"
-fi
-pgrep -x conntrackd >/dev/null && say "note: a conntrackd is already running on this host (left alone)"
+ctsync_src=$(prerequisites)
 
 mkdir -p "$out"
 out=$(realpath "$out")
@@ -70,62 +59,22 @@ ctsync=$tmp/ctsync
 head -c 32 /dev/urandom > "$tmp/key"
 
 # --- Namespaces, limits, cleanup ---------------------------------------------------------
-max_file=/proc/sys/net/netfilter/nf_conntrack_max
-hash_file=/sys/module/nf_conntrack/parameters/hashsize
-modprobe nf_conntrack 2>/dev/null || true   # built in on some kernels (no modprobe at all)
-[ -e "$max_file" ] && [ -e "$hash_file" ] || die "nf_conntrack is not available"
-host_max0=$(cat "$max_file")
-host_hash0=$(cat "$hash_file")
+limits_init
 notes=()
 pids=()                               # daemons started by this script
 
-in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-
-stop_daemons() {
-  local pid
-  for pid in "${pids[@]}"; do
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  pids=()
-}
-drop_ns() {
-  [ -e "/run/netns/$1" ] || return 0
-  # Flushing first frees the entries now rather than in the kernel's asynchronous
-  # namespace cleanup, which would compete with whatever is timed next.
-  in_ns "$1" conntrack -F >/dev/null 2>&1 || true
-  ip netns del "$1" 2>/dev/null || true
-}
 cleanup() {
-  stop_daemons
+  stop_pids
   [ -n "${poller:-}" ] && { kill "$poller" 2>/dev/null || true; wait "$poller" 2>/dev/null || true; }
   drop_ns "$ns_a"
   drop_ns "$ns_b"
   drop_ns "$ns_s"
-  [ "$(cat "$max_file")" = "$host_max0" ] || echo "$host_max0" > "$max_file" || true
-  [ "$(cat "$hash_file")" = "$host_hash0" ] || echo "$host_hash0" > "$hash_file" || true
+  limits_restore
   rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# Room for n entries in a namespace (copied from load.sh): nf_conntrack_max is writable
-# per namespace on some kernels; where it is not, raise the host's, only upward (restored).
-make_room() {
-  local need=$(( n + 1024 ))
-  if [ "$(in_ns "$1" cat "$max_file")" -lt "$need" ]; then
-    if in_ns "$1" sh -c "echo $need > $max_file" 2>/dev/null; then :; else
-      echo "$need" > "$max_file"
-      notes+=("Raised the host's global nf_conntrack_max from $host_max0 to $need for the run (restored afterwards).")
-    fi
-    [ "$(in_ns "$1" cat "$max_file")" -ge "$need" ] || die "cannot raise nf_conntrack_max to $need"
-  fi
-  if [ "$(cat "$hash_file")" -lt "$n" ]; then
-    echo "$n" > "$hash_file"
-    notes+=("nf_conntrack hashsize raised from $host_hash0 to $n buckets for the run (global; restored afterwards).")
-  fi
-}
 
 # A fresh namespace, as in load.sh: a ct state rule makes the kernel track the namespace's
 # own traffic, a `ct label set` rule (never matching) gives every entry room for labels
@@ -181,16 +130,11 @@ fresh_pair() {
   ip -n "$ns_s" link set d1 up
 }
 
-count() { in_ns "$1" conntrack -C; }
 rx() { in_ns "$ns_b" cat "/sys/class/net/ctl1/statistics/rx_$1"; }
 mib() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / 1048576 }'; }
 rss_mib() { awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo "?"; }
 
 # --- Timing helpers ------------------------------------------------------------------------
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) printf "%s\n", v[int((NR + 1) / 2)] }'; }
-med() { printf '%s\n' "$@" | median; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) { print "—"; exit } r = a / b; printf (r < 0.1 ? "%.4f" : "%.2f"), r }'; }
-secs() { awk -v s="$1" 'BEGIN { printf "%.3f", s }'; }
 ms() { awk -v s="$1" 'BEGIN { printf "%.2f", s }'; }
 sum() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", a + b }'; }
 since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", b - a }'; }   # seconds from a to b
@@ -502,7 +446,7 @@ for run in $(seq "$runs"); do
   ct_commit+=("$t")
   [ "$run" = 1 ] && ct_commit_check="$c in the table; \"$(grep committed <<<"$msg" | sed 's/^ok//')\"; $(fidelity "$ns_b" "$A" A)"
   say "ctsync replicate commit: $(secs "$t") s, $c entries in the standby's table ($msg)"
-  stop_daemons
+  stop_pids
 
   # --- conntrackd: (a) start-up dump and resync, (b) commit -----------------------------------
   fresh_pair
@@ -578,7 +522,7 @@ for run in $(seq "$runs"); do
   took=$(sed -n 's/.*commit has taken \([0-9.]*\) seconds.*/\1/p' "$tmp/standby.log" | tail -1)
   [ "$run" = 1 ] && cd_commit_check="$c in the table (its log: \"Committed ${logged:-?} new entries\", \"commit has taken ${took:-?} seconds\"; client returned after $(secs "$tc") s); $(fidelity "$ns_b" "$A" A)"
   say "conntrackd -c: $(secs "$t") s, $c entries in the standby's table"
-  stop_daemons
+  stop_pids
 
   # --- (c) latency, ctsync ------------------------------------------------------------------------
   fresh_pair
@@ -607,7 +551,7 @@ for run in $(seq "$runs"); do
     ct_own_latency=${own:-"no latency line in \`status\`, although nf_conntrack_timestamp=1 on the active: the kernel's NEW events carry no start timestamp (only DESTROY events do), so the standby has nothing to measure"}
   fi
   say "ctsync latency: median $m ms, p99 $p99 ms, max $mx ms ($r/s achieved); own: ${own:-none}"
-  stop_daemons
+  stop_pids
 
   # --- (c) latency, conntrackd --------------------------------------------------------------------
   fresh_pair
@@ -628,7 +572,7 @@ for run in $(seq "$runs"); do
   cd_lat+=("$m $p99 $mx") cd_rate+=("$r")
   [ "$run" = 1 ] && cd_lat_check="sent $sent in $(secs "$span") s ($r/s, per second $pmin–$pmax); active table $c = active internal cache $ic = standby external cache $xc; $np polls of $(ms "$pd") ms (lower bound of the median: $lo ms)"
   say "conntrackd latency: median $m ms, p99 $p99 ms, max $mx ms ($r/s achieved)"
-  stop_daemons
+  stop_pids
   drop_ns "$ns_a"; drop_ns "$ns_b"; drop_ns "$ns_s"
 done
 
