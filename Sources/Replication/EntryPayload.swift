@@ -17,4 +17,20 @@ enum EntryPayload {
             throw FrameError("entry frame (netlink attributes): \(error)")
         }
     }
+
+    /// An ENTRY_BATCH payload: every record decoded before anything is applied, so a bad
+    /// record changes nothing.
+    static func decodeBatch(_ p: [UInt8]) throws -> (EventKind, [ConntrackEntry]) {
+        let (event, records) = try EntryBatch.records(p)
+        let entries = try p.withUnsafeBytes { raw in
+            try records.enumerated().map { i, r in
+                do {
+                    return try CtNetlinkCodec.decodeEntry(family: r.family, attributes: UnsafeRawBufferPointer(rebasing: raw[r.attributes]))
+                } catch {
+                    throw FrameError("entry batch record \(i + 1) of \(records.count): \(error)")
+                }
+            }
+        }
+        return (event, entries)
+    }
 }

@@ -52,6 +52,19 @@ public final class ExternalCache: @unchecked Sendable {
         }
     }
 
+    /// Entries that arrived together (an ENTRY_BATCH frame): one lock for all of them.
+    public func apply(_ event: EventKind, _ es: [ConntrackEntry], at now: UInt64 = ExternalCache.now()) {
+        let keyed = es.map { (EntryKey($0), $0) }
+        lock.withLock {
+            eventsApplied += es.count
+            if staging != nil {
+                for (key, e) in keyed { staging![key] = event == .destroy ? nil : Stored(entry: e, received: now) }
+                return
+            }
+            for (key, e) in keyed { entries[key] = event == .destroy ? nil : Stored(entry: e, received: now) }
+        }
+    }
+
     public func apply(_ event: EventKind, _ x: Expectation, at now: UInt64 = ExternalCache.now()) {
         let key = EntryKey(zone: x.zone, tuple: x.tuple)
         lock.withLock {
@@ -63,12 +76,16 @@ public final class ExternalCache: @unchecked Sendable {
         }
     }
 
+    /// Room reserved ahead for a bulk transfer at most (a hint from the peer, not a limit).
+    static let reserveLimit = 4 << 20
+
     /// A bulk transfer begins: what follows until `endBulk` replaces the copy (or, with a
-    /// bucket, the entries of that anti-entropy bucket only).
-    public func beginBulk(bucket: Int? = nil) {
+    /// bucket, the entries of that anti-entropy bucket only). `expected`: how many entries
+    /// the sender announced (room is reserved for them, up to `reserveLimit`).
+    public func beginBulk(bucket: Int? = nil, expected: Int = 0) {
         lock.withLock {
             staging = [:]
-            if bucket == nil { staging!.reserveCapacity(entries.count) }
+            if bucket == nil { staging!.reserveCapacity(min(max(entries.count, expected), Self.reserveLimit)) }
             stagingExpectations = [:]
             stagingBucket = bucket
         }

@@ -136,6 +136,10 @@ public final class StandbyNode: @unchecked Sendable {
                     }
                 }
                 if inject, !cache.inBulk { injectOne(event, e) }
+            case .entryBatch:
+                let (event, es) = try EntryPayload.decodeBatch(f.payload)
+                cache.apply(event, es, at: now)
+                if inject, !cache.inBulk { for e in es { injectOne(event, e) } }
             case .expectation:
                 guard let first = f.payload.first, first < 3 else { throw FrameError("expectation frame without an event byte") }
                 let x = try ConntrackJSON.decodeExpectation(line: String(decoding: f.payload.dropFirst(), as: UTF8.self))
@@ -147,7 +151,7 @@ public final class StandbyNode: @unchecked Sendable {
                     guard b < TableDigest.buckets else { throw FrameError("BULK_BEGIN for bucket \(b)") }
                     cache.beginBulk(bucket: b)
                 } else {
-                    cache.beginBulk()
+                    cache.beginBulk(expected: f.payload.count == 8 ? Int(clamping: f.payload.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }) : 0)
                 }
             case .bulkEnd:
                 cache.endBulk()
@@ -436,11 +440,17 @@ public final class ActiveNode: @unchecked Sendable {
         p.bulkInProgress = true
         p.bulks += 1
         let loop = s.context!.eventLoop
-        loop.execute { s.send(.bulkBegin, UInt64(0).bigEndianBytes, flush: false) }
+        let batches = (s.peer?.features ?? 0) & Hello.entryBatches != 0
         Thread { [self] in
+            // How many entries to expect (the kernel's count, read in one request): both ends
+            // size their tables once instead of growing them step by step.
+            let expected = (try? ConntrackTable().count().entries).map(Int.init) ?? 0
+            loop.execute { s.send(.bulkBegin, UInt64(expected).bigEndianBytes, flush: false) }
             var chunk: [[UInt8]] = []
             var types: [FrameType] = []
+            var batch = EntryBatch(event: .new)
             var dumped: [EntryKey: UInt64] = [:]
+            dumped.reserveCapacity(expected)
             var count = 0
             func ship() {
                 let (frames, kinds) = (chunk, types)
@@ -458,11 +468,21 @@ public final class ActiveNode: @unchecked Sendable {
                 _ = try table.dumpRaw { family, attributes in
                     let e = try CtNetlinkCodec.decodeEntry(family: family, attributes: attributes)
                     guard filter(e) else { return }
-                    chunk.append(FramePayload.entryAttributes(family: family, attributes, .new)); types.append(.entry)
+                    if batches && EntryBatch.fits(attributes.count) {
+                        if batch.isFull(adding: attributes.count) {
+                            chunk.append(batch.payload); types.append(.entryBatch)
+                            batch = EntryBatch(event: .new)
+                            ship()
+                        }
+                        batch.append(family: family, attributes: attributes)
+                    } else {
+                        chunk.append(FramePayload.entryAttributes(family: family, attributes, .new)); types.append(.entry)
+                    }
                     dumped[EntryKey(e)] = TableDigest.entryDigest(e)
                     count += 1
                     if chunk.count == 2048 { ship() }
                 }
+                if !batch.isEmpty { chunk.append(batch.payload); types.append(.entryBatch) }
                 _ = try table.dumpExpectations { x in
                     var b: [UInt8] = [0]
                     ConntrackJSON.write(x, to: &b)

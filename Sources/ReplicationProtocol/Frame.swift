@@ -40,6 +40,11 @@ public enum FrameType: UInt8, Sendable, CaseIterable {
     /// Ask a standby for its cache (`ctsync diff peer:HOST:PORT`): it answers with a bulk
     /// transfer (timeouts as they stand now). No payload.
     case dumpRequest = 12
+    /// Payload: u8 event, then entries as ctnetlink attributes, each a record of u8 address
+    /// family, u16 length and that many bytes (`EntryBatch`). Bulk transfers carry their
+    /// entries in these when the peer's HELLO has `Hello.entryBatches`: one MAC and one
+    /// header for a few hundred entries instead of one each.
+    case entryBatch = 13
 }
 
 public struct Frame: Sendable, Equatable {
@@ -91,11 +96,20 @@ public struct FrameReader: Sendable {
     /// Bytes received that do not yet form a whole frame.
     public var pendingBytes: Int { buffer.count - start }
 
+    /// Bytes held, read or not (for tests of the compaction).
+    public var bufferCapacityForTests: Int { buffer.count }
+
     /// After the HELLOs: later frames are checked with the session key.
     public mutating func switchKey(_ k: HMACKey) { key = k }
 
     public mutating func append<C: Collection>(_ bytes: C) where C.Element == UInt8 {
-        if start > 0 && start == buffer.count { buffer.removeAll(keepingCapacity: true); start = 0 }
+        if start > 0 && start == buffer.count {
+            buffer.removeAll(keepingCapacity: true); start = 0
+        } else if start >= 1 << 16 && start * 2 >= buffer.count {
+            // Frames read but a partial one left: drop what was read (at most as many bytes
+            // as are kept), so that a long stream does not accumulate in memory.
+            buffer.removeSubrange(0..<start); start = 0
+        }
         buffer.append(contentsOf: bytes)
     }
 
@@ -150,12 +164,17 @@ public struct FrameReader: Sendable {
 /// pre-shared key and the two nonces, so frames of one connection cannot be replayed on
 /// another.
 public struct Hello: Sendable, Equatable {
+    /// Feature bit: the sender accepts ENTRY_BATCH frames.
+    public static let entryBatches: UInt32 = 1
+    /// The features this implementation offers.
+    public static let supported: UInt32 = entryBatches
+
     public var nonce: [UInt8]
     public var protocolVersion: UInt16
     public var features: UInt32
     public var node: String
 
-    public init(nonce: [UInt8], protocolVersion: UInt16 = 1, features: UInt32 = 0, node: String) {
+    public init(nonce: [UInt8], protocolVersion: UInt16 = 1, features: UInt32 = Hello.supported, node: String) {
         self.nonce = nonce; self.protocolVersion = protocolVersion; self.features = features; self.node = node
     }
 
@@ -227,6 +246,59 @@ public enum FramePayload {
         } catch {
             throw FrameError("entry frame: \(error)")
         }
+    }
+}
+
+/// The payload of an ENTRY_BATCH frame: an event byte, then records of u8 address family,
+/// u16 length and that many bytes of ctnetlink attributes, as the kernel dumped them.
+public struct EntryBatch: Sendable {
+    /// Payload bytes a batch stops growing at (a record that would pass it starts the next
+    /// batch): large enough that the per-frame costs vanish, well under `maxPayload`.
+    public static let limit = 64 << 10
+    public private(set) var payload: [UInt8]
+    public private(set) var count = 0
+
+    public init(event: EventKind) {
+        payload = [UInt8(FramePayload.events.firstIndex(of: event)!)]
+        payload.reserveCapacity(Self.limit + 1024)
+    }
+
+    public var isEmpty: Bool { count == 0 }
+
+    /// Whether a record of this many attribute bytes can go into a batch at all.
+    public static func fits(_ attributes: Int) -> Bool { attributes <= Int(UInt16.max) }
+
+    /// Whether adding a record of this many attribute bytes would pass `limit`.
+    public func isFull(adding attributes: Int) -> Bool { !isEmpty && payload.count + 3 + attributes > Self.limit }
+
+    /// Appends one entry's record; `attributes` must fit (`fits`).
+    public mutating func append(family: UInt8, attributes: UnsafeRawBufferPointer) {
+        precondition(Self.fits(attributes.count))
+        payload.append(family)
+        payload.append(UInt8(attributes.count >> 8))
+        payload.append(UInt8(attributes.count & 0xff))
+        payload.append(contentsOf: attributes)
+        count += 1
+    }
+
+    /// Splits a received payload into its event and records (family and the range of the
+    /// attributes in `payload`); throws on a bad event byte or a record that overruns.
+    public static func records(_ payload: [UInt8]) throws -> (EventKind, [(family: UInt8, attributes: Range<Int>)]) {
+        guard let first = payload.first, Int(first) < FramePayload.events.count else {
+            throw FrameError("entry batch without a valid event byte")
+        }
+        var out: [(family: UInt8, attributes: Range<Int>)] = []
+        var i = 1
+        while i < payload.count {
+            guard payload.count - i >= 3 else { throw FrameError("entry batch: record header cut off at byte \(i)") }
+            let len = Int(payload[i + 1]) << 8 | Int(payload[i + 2])
+            guard payload.count - i - 3 >= len else {
+                throw FrameError("entry batch: record at byte \(i) claims \(len) bytes, \(payload.count - i - 3) remain")
+            }
+            out.append((payload[i], (i + 3)..<(i + 3 + len)))
+            i += 3 + len
+        }
+        return (FramePayload.events[Int(first)], out)
     }
 }
 

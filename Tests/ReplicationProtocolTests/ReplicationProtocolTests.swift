@@ -106,6 +106,56 @@ final class FrameTests: XCTestCase {
     }
 }
 
+final class EntryBatchTests: XCTestCase {
+    func batch(_ records: [[UInt8]]) -> EntryBatch {
+        var b = EntryBatch(event: .update)
+        for r in records { r.withUnsafeBytes { b.append(family: 2, attributes: $0) } }
+        return b
+    }
+
+    func testRecordsComeBackAsTheyWent() throws {
+        let b = batch([[1, 2, 3], [], [9]])
+        let (event, records) = try EntryBatch.records(b.payload)
+        XCTAssertEqual(event, .update)
+        XCTAssertEqual(records.map { Array(b.payload[$0.attributes]) }, [[1, 2, 3], [], [9]])
+        XCTAssertEqual(records.map(\.family), [2, 2, 2])
+    }
+
+    func testARecordThatOverrunsIsRefused() {
+        var p = batch([[1, 2, 3]]).payload
+        p.removeLast()
+        XCTAssertThrowsError(try EntryBatch.records(p)) {
+            XCTAssertEqual(($0 as? FrameError)?.message, "entry batch: record at byte 1 claims 3 bytes, 2 remain")
+        }
+        XCTAssertThrowsError(try EntryBatch.records([0, 2, 0]), "a record header cut off")
+        XCTAssertThrowsError(try EntryBatch.records([7]), "an event byte out of range")
+        XCTAssertThrowsError(try EntryBatch.records([]))
+    }
+
+    func testABatchStopsGrowingAtItsLimit() {
+        var b = batch([[UInt8](repeating: 0, count: 1000)])
+        XCTAssertFalse(b.isFull(adding: EntryBatch.limit - 1010))
+        XCTAssertTrue(b.isFull(adding: EntryBatch.limit))
+        b = EntryBatch(event: .new)
+        XCTAssertFalse(b.isFull(adding: 60000), "an empty batch takes any record that fits")
+        XCTAssertFalse(EntryBatch.fits(70000))
+    }
+
+    func testAReaderKeepsOnlyWhatItHasNotRead() throws {
+        let key = HMACKey([1, 2, 3])
+        var r = FrameReader(key: key)
+        let big = [UInt8](repeating: 5, count: 40000)
+        let stream = (1...50).flatMap { FrameCodec.encode(Frame(type: .entryBatch, sequence: UInt64($0), payload: big), key: key) }
+        var got = 0
+        for at in stride(from: 0, to: stream.count, by: 30000) {   // 2 MB, never cut at a frame's end
+            r.append(stream[at..<min(at + 30000, stream.count)])
+            while let f = try r.next() { XCTAssertEqual(f.payload.count, 40000); got += 1 }
+        }
+        XCTAssertEqual(got, 50)
+        XCTAssertLessThan(r.bufferCapacityForTests, 300_000)
+    }
+}
+
 final class ConntrackdWireTests: XCTestCase {
     func entry() -> ConntrackEntry {
         let o = Tuple(source: IPAddress("10.1.0.1")!, destination: IPAddress("10.1.0.2")!, l4proto: 6, sourcePort: 1111, destinationPort: 22)

@@ -37,7 +37,7 @@ gen_secs=${GEN_SECONDS:-5}
 port=${PORT:-3780}                    # conntrackd's UDP port on the sync link
 cport=${CPORT:-7890}                  # ctsync's TCP port on the sync link
 wait_limit=${WAIT:-120}               # seconds to wait for any replication
-poll_us=$(( ${POLL_MS:-20} * 1000 ))   # poll period of the standbys' status in (a)
+poll_us=$(( ${POLL_MS:-5} * 1000 ))    # poll period of the daemons' caches in (a)
 lat_poll_us=$(( ${LAT_POLL_MS:-10} * 1000 ))   # and in (c)
 out=contrib/bench/out
 ns_a=ctrep$$a                         # the active node
@@ -66,6 +66,7 @@ pids=()                               # daemons started by this script
 cleanup() {
   stop_pids
   [ -n "${poller:-}" ] && { kill "$poller" 2>/dev/null || true; wait "$poller" 2>/dev/null || true; }
+  [ -n "${waiter:-}" ] && { kill "$waiter" 2>/dev/null || true; wait "$waiter" 2>/dev/null || true; }
   drop_ns "$ns_a"
   drop_ns "$ns_b"
   drop_ns "$ns_s"
@@ -176,21 +177,30 @@ start_ct() {   # NS ROLE ARGS...: a ctsync replicate daemon; waits for its contr
   done
   die "ctsync replicate $role did not answer on its control socket"
 }
-# Polls the standby every 20 ms (from T0_US) until ct_done; prints "seconds-from-T0 polls
-# seconds-to-the-first-poll-that-saw-the-bulk-in-progress" (0 if none did).
-wait_ct() {   # T0_US N BULKS
-  local t0=$1 want=$2 bulks=$3 next=$1 polls=0 st now inbulk=0
-  while :; do
-    st=$(ct_status "$tmp/standby.sock") || true
-    now=$(us); polls=$(( polls + 1 ))
-    [ "$inbulk" = 0 ] && [[ $st == *"bulk transfer in progress"* ]] && inbulk=$(( now - t0 ))
-    ct_done "$st" "$want" "$bulks" && break
-    [ $(( now - t0 )) -lt $(( wait_limit * 1000000 )) ] ||
-      die "the standby did not reach $want entries after $bulks bulk transfers: $(tr '\n' ';' <<<"$st")"
-    next=$(( next + poll_us ))
-    sleep_until "$next"
-  done
-  awk -v d=$(( now - t0 )) -v p="$polls" -v b="$inbulk" 'BEGIN { printf "%.6f %d %.6f\n", d / 1e6, p, b / 1e6 }'
+# The waiter (wait.py below) for a timed step: started before the step, it says it is
+# ready, then waits for the go file, which holds the step's start (µs since the epoch), so
+# that neither its start-up nor its first poll is late. waiter_start KIND SOCKET WHICH N
+# BULKS; then `t0=$(go)` just before the step; then `waiter_result; read -r t polls tb < "$tmp/wait.out"`:
+# seconds from t0, polls, seconds to the first poll that saw a bulk in progress (ctsync).
+waiter_start() {
+  rm -f "$tmp/go" "$tmp/go.ready" "$tmp/wait.out" "$tmp/wait.err"
+  python3 "$tmp/wait.py" "$@" "$tmp/go" "$wait_limit" "$poll_us" > "$tmp/wait.out" 2> "$tmp/wait.err" &
+  waiter=$!
+  local i
+  for i in $(seq 500); do [ -e "$tmp/go.ready" ] && return 0; sleep 0.01; done
+  die "the waiter did not start: $(cat "$tmp/wait.err")"
+}
+go() { local t; t=$(us); echo "$t" > "$tmp/go.tmp"; mv "$tmp/go.tmp" "$tmp/go"; echo "$t"; }
+waiter_result() {   # waits for the waiter; its line is then in $tmp/wait.out
+  wait "$waiter" || die "$(cat "$tmp/wait.err")"
+  waiter=
+}
+# Until the standby's `status` shows N entries after BULKS complete bulk transfers, none in
+# progress (untimed steps).
+wait_ct() {   # N BULKS
+  waiter_start ctsync "$tmp/standby.sock" - "$1" "$2"
+  go >/dev/null
+  waiter_result
 }
 
 # --- conntrackd (configuration and helpers as in load.sh) ------------------------------------
@@ -277,6 +287,59 @@ while True:
 with open(out, "w") as f:
     for t, c in tl:
         f.write("%.6f %d\n" % (t, c))
+PY
+# Waiter for (a): polls one daemon's control socket every PERIOD µs from T0 (µs since the
+# epoch, read from the GO file once it exists) until its cache holds N, speaking the socket directly as poll.py below does, so
+# that both contenders are polled alike and cheaply (about 0.1 ms a poll; a client process
+# would cost 10 ms of CPU for ctsync's, 2 ms for conntrackd's, taken from the daemons being
+# timed). ctsync: the standby's `status` shows "cache N entries, 0 expectations, BULKS bulk
+# transfers" and no bulk in progress; conntrackd: the "cache:WHICH" line (internal or
+# external) of STATS_CACHE counts N. Prints "seconds polls seconds-to-first-bulk-seen".
+cat > "$tmp/wait.py" <<'PY'
+import os, re, socket, struct, sys, time
+kind, path, which, want, bulks = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+go, limit, period = sys.argv[6], float(sys.argv[7]), float(sys.argv[8]) / 1e6
+open(go + ".ready", "w").close()
+while not os.path.exists(go):
+    time.sleep(0.0005)
+t0 = int(open(go).read()) / 1e6
+req = b"status\n" if kind == "ctsync" else struct.pack("=i", 29)
+done_line = "\ncache %d entries, 0 expectations, %d bulk transfers\n" % (want, bulks)
+pat = re.compile(r"^cache:%s\s.*?(\d+)\s*$" % which, re.M)
+polls, inbulk, nxt, txt = 0, 0.0, time.time(), ""
+while True:
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        s.sendall(req)
+        buf = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            buf += d
+        s.close()
+        txt = buf.decode(errors="replace")
+    except OSError:
+        txt = ""
+    now = time.time()
+    polls += 1
+    if kind == "ctsync":
+        if not inbulk and "bulk transfer in progress" in txt:
+            inbulk = now - t0
+        if done_line in "\n" + txt:
+            break
+    else:
+        m = pat.search(txt)
+        if m and int(m.group(1)) >= want:
+            break
+    if now - t0 > limit:
+        sys.exit("not reached after %.0f s; last answer: %s" % (limit, " ".join(txt.split())[:300]))
+    nxt += period
+    d = nxt - time.time()
+    if d > 0:
+        time.sleep(d)
+print("%.6f %d %.6f" % (now - t0, polls, inbulk))
 PY
 # Poller: "before after count" every LAT_POLL_MS until STOP exists. It talks to the daemons'
 # control sockets directly, as their clients do (`ctsync replicate status`: the line
@@ -413,11 +476,13 @@ for run in $(seq "$runs"); do
   st=$(ct_status "$tmp/standby.sock")
   ct_done "$st" 0 0 || die "the standby's cache is not empty at its start: $(tr '\n' ';' <<<"$st")"
   rx_b0=$(rx bytes) rx_p0=$(rx packets)
-  t0=$(us)
+  waiter_start ctsync "$tmp/standby.sock" - "$n" 1
+  t0=$(go)
   ip netns exec "$ns_a" "$ctsync" replicate active --peer "192.0.2.2:$cport" --key-file "$tmp/key" \
     --control "$tmp/active.sock" --name active --refresh 3600 > "$tmp/ct-active.log" 2>&1 &
   pids+=($!)
-  read -r t polls tb < <(wait_ct "$t0" "$n" 1) || die "replication timing failed"
+  waiter_result
+  read -r t polls tb < "$tmp/wait.out"
   rx_mb=$(mib "$rx_b0" "$(rx bytes)") rx_p=$(( $(rx packets) - rx_p0 ))
   ct_repl+=("$t")
   sleep 0.3   # the acknowledgements
@@ -428,9 +493,11 @@ for run in $(seq "$runs"); do
   say "ctsync replication: $(secs "$t") s from the active's start to $n entries in the standby's cache ($polls polls, bulk in progress seen first at $(secs "$tb") s; $rx_mb MiB in $rx_p packets)"
 
   # Re-send between nodes in step: the standby asks, the active dumps its kernel again.
-  t0=$(us)
+  waiter_start ctsync "$tmp/standby.sock" - "$n" 2
+  t0=$(go)
   "$ctsync" replicate resync --control "$tmp/standby.sock" >/dev/null
-  read -r t polls tb2 < <(wait_ct "$t0" "$n" 2) || die "resync timing failed"
+  waiter_result
+  read -r t polls tb2 < "$tmp/wait.out"
   ct_resync+=("$t")
   [ "$run" = 1 ] && ct_resync_check="standby \"$(ct_status "$tmp/standby.sock" | grep '^cache')\"; the first poll to see the bulk in progress at $(secs "$tb2") s"
   say "ctsync resync: $(secs "$t") s ($polls polls, bulk in progress seen first at $(secs "$tb2") s)"
@@ -455,46 +522,30 @@ for run in $(seq "$runs"); do
   c=$(count "$ns_a"); [ "$c" = "$n" ] || die "active: $c of $n entries loaded"
   start_conntrackd "$ns_b" standby
   c=$(cache_count "$ns_b" standby external); [ "$c" = 0 ] || die "the standby's external cache holds $c at its start"
-  t0=$(us)
-  start_conntrackd "$ns_a" active    # dumps its kernel table into its internal cache
-  next=$t0
-  while :; do
-    c=$(cache_count "$ns_a" active internal) || c=0
-    now=$(us)
-    [ "$c" = "$n" ] && break
-    [ $(( now - t0 )) -lt $(( wait_limit * 1000000 )) ] || die "active conntrackd holds $c of $n entries"
-    next=$(( next + poll_us )); sleep_until "$next"
-  done
-  boot=$(awk -v d=$(( now - t0 )) 'BEGIN { printf "%.6f", d / 1e6 }')
+  waiter_start conntrackd "$tmp/active.ctl" internal "$n" 0
+  t0=$(go)
+  ip netns exec "$ns_a" conntrackd -C "$tmp/active.conf" > "$tmp/active.out" 2>&1 &   # dumps its kernel table into its internal cache
+  pids+=($!)
+  waiter_result
+  read -r boot polls _ < "$tmp/wait.out"
   cd_boot+=("$boot")
   c=$(cache_count "$ns_b" standby external)
   [ "$c" = 0 ] || say "note: the standby's external cache held $c entries before the resync"
   say "conntrackd start-up dump: $(secs "$boot") s until its internal cache held $n"
 
-  # Replication as in load.sh: `conntrackd -n` on the standby, polled as fast as it answers,
-  # timed until the external cache holds n (or has not grown for 15 s).
+  # Replication: `conntrackd -n` on the standby (a client process, as `ctsync replicate
+  # resync` is for ctsync), then the waiter until the external cache holds n.
   rx_b0=$(rx bytes) rx_p0=$(rx packets)
-  # shellcheck disable=SC2016
-  read -r t c polls t1 < <(in_ns "$ns_b" bash -c '
-    conf=$1 n=$2 limit=$3
-    ext() { conntrackd -C "$conf" -s cache 2>/dev/null | awk '\''$1 == "cache:external" { print $NF }'\''; }
-    a=$EPOCHREALTIME
-    conntrackd -C "$conf" -n >/dev/null 2>&1 || { echo "0 -1"; exit; }
-    last=0 tlast=$a polls=0 t1=
-    while :; do
-      c=$(ext); now=$EPOCHREALTIME; polls=$((polls + 1)); t1=${t1:-$now}
-      [ "${c:-0}" -gt "$last" ] && { last=$c; tlast=$now; }
-      [ "$last" -ge "$n" ] && break
-      awk -v a="$tlast" -v b="$now" -v s="$a" -v l="$limit" "BEGIN { exit !(b - a > 15 || b - s > l) }" && break
-      sleep 0.005
-    done
-    awk -v a="$a" -v b="$tlast" -v c="$last" -v p="$polls" -v f="$t1" \
-      "BEGIN { printf \"%.6f %d %d %.6f\\n\", b - a, c, p, f - a }"
-  ' repl "$tmp/standby.conf" "$n" "$wait_limit") || die "replication timing failed"
+  waiter_start conntrackd "$tmp/standby.ctl" external "$n" 0
+  t0=$(go)
+  in_ns "$ns_b" conntrackd -C "$tmp/standby.conf" -n >/dev/null 2>&1 || die "conntrackd -n failed: $(tail -3 "$tmp/standby.log")"
+  waiter_result
+  read -r t polls _ < "$tmp/wait.out"
+  c=$(cache_count "$ns_b" standby external)
   [ "$c" = "$n" ] || die "conntrackd replicated $c of $n entries: $(tail -3 "$tmp/standby.log")"
   rx_mb=$(mib "$rx_b0" "$(rx bytes)") rx_p=$(( $(rx packets) - rx_p0 ))
   cd_repl+=("$t") cd_total+=("$(sum "$boot" "$t")")
-  [ "$run" = 1 ] && cd_check="external cache $c of $n ($polls polls, the first answered after $(secs "$t1") s); $rx_mb MiB in $rx_p packets into the standby's link; standby RSS $(rss_mib "${pids[0]}") MiB"
+  [ "$run" = 1 ] && cd_check="external cache $c of $n ($polls polls); $rx_mb MiB in $rx_p packets into the standby's link; standby RSS $(rss_mib "${pids[0]}") MiB"
   say "conntrackd -n: $(secs "$t") s, $c entries in the standby's external cache ($polls polls; $rx_mb MiB in $rx_p packets)"
 
   # Commit, as in load.sh: timed to the client's return or the kernel count's last growth.
@@ -531,9 +582,9 @@ for run in $(seq "$runs"); do
   ip netns exec "$ns_a" "$ctsync" replicate active --peer "192.0.2.2:$cport" --key-file "$tmp/key" \
     --control "$tmp/active.sock" --name active --refresh 3600 > "$tmp/ct-active.log" 2>&1 &
   pids+=($!)
-  wait_ct "$(us)" 0 1 >/dev/null || die "the ctsync pair did not connect"
+  wait_ct 0 1
   warmup
-  wait_ct "$(us)" 10 1 >/dev/null || die "the warm-up entries did not reach the standby"
+  wait_ct 10 1
   say "ctsync: $gen_rate new connections/s for $gen_secs s"
   latency_run ctsync "$tmp/standby.sock" 10 ct
   read -r m p99 mx np pd sent span r pmin pmax lo < "$tmp/lat-ct"
