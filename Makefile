@@ -1,7 +1,7 @@
 # Quick start: `make demo` then `make test`. Both install what is missing when run as root.
 SHELL := /bin/bash
 SWIFT ?= swift
-PACKAGES := libnetfilter-conntrack-dev libmnl-dev libpcap-dev libssl-dev pkg-config conntrack conntrackd nftables tcpdump iproute2 iputils-ping netcat-openbsd
+PACKAGES := libnetfilter-conntrack-dev libmnl-dev libpcap-dev libssl-dev pkg-config conntrack conntrackd nftables tcpdump iproute2 iputils-ping netcat-openbsd python3-scapy
 
 .PHONY: all build release deps test demo bench fuzz clean
 

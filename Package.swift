@@ -30,7 +30,7 @@ let package = Package(
         .target(name: "ConntrackModel", dependencies: ["ConntrackCore", "PacketDecoding"], swiftSettings: crossModule),
         .target(name: "Reconcile", dependencies: ["ConntrackCore"]),
         // Replication frames (ctsync's, authenticated) and conntrackd's sync messages: pure codecs.
-        .target(name: "ReplicationProtocol", dependencies: ["ConntrackCore"]),
+        .target(name: "ReplicationProtocol", dependencies: ["ConntrackCore"], swiftSettings: crossModule),
         .systemLibrary(
             name: "CNetfilterConntrack",
             pkgConfig: "libnetfilter_conntrack",
@@ -53,7 +53,8 @@ let package = Package(
             dependencies: [
                 "ConntrackCore", "CNetfilterConntrack", "CConntrackShim",
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: crossModule
         ),
         // The replication daemons: authenticated TCP sessions (SwiftNIO), the standby's
         // external cache and its commit, the control socket.
@@ -81,7 +82,7 @@ let package = Package(
         .testTarget(name: "ConntrackModelTests", dependencies: ["ConntrackModel", "ConntrackCore"]),
         .testTarget(name: "ReconcileTests", dependencies: ["Reconcile", "ConntrackCore"]),
         .testTarget(name: "ReplicationProtocolTests", dependencies: ["ReplicationProtocol", "ConntrackCore"]),
-        .testTarget(name: "ReplicationTests", dependencies: ["Replication", "ReplicationProtocol", "ConntrackCore"]),
+        .testTarget(name: "ReplicationTests", dependencies: ["Replication", "ReplicationProtocol", "KernelConntrack", "ConntrackCore"]),
         .testTarget(name: "PacketDecodingTests", dependencies: ["PacketDecoding", "PacketCapture", "ConntrackCore"]),
         .testTarget(
             name: "IntegrationTests",

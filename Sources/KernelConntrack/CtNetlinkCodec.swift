@@ -38,6 +38,16 @@ enum CTA {
 /// Decodes ctnetlink messages into ConntrackCore values. Pure: works on bytes
 /// only, so it is unit-tested without a kernel; never reads past a bound.
 public enum CtNetlinkCodec {
+    /// Where the value of the top-level CTA_TIMEOUT attribute (u32, big-endian) starts in
+    /// an entry's attributes; nil when there is none (or the attributes are malformed before it).
+    public static func timeoutOffset(in attributes: UnsafeRawBufferPointer) -> Int? {
+        var it = AttributeIterator(attributes)
+        while let (type, p) = it.next() {
+            if type == CTA.timeout && p.count == 4, let a = p.baseAddress, let b = attributes.baseAddress { return a - b }
+        }
+        return nil
+    }
+
     /// Decodes the attributes of one conntrack message (after the nfgenmsg header).
     public static func decodeEntry(family: UInt8, attributes: UnsafeRawBufferPointer) throws -> ConntrackEntry {
         var orig: Tuple?, reply: Tuple?

@@ -33,7 +33,14 @@ public enum ConntrackEvent: Sendable, Equatable {
 public final class EventStream: @unchecked Sendable {
     let socket: NetlinkSocket
     private let buffer: UnsafeMutableRawBufferPointer
-    private var pending: [ConntrackEvent] = []
+    private var pending: [(event: ConntrackEvent, record: [UInt8]?)] = []
+    private var pendingNext = 0
+    /// Keep each entry event's netlink attributes (`lastRecord`): for forwarding them as
+    /// they came instead of encoding the decoded entry again.
+    public var keepsRecords = false
+    /// For the entry event `next` returned last, with `keepsRecords`: its address family
+    /// byte followed by its CTA_* attributes.
+    public private(set) var lastRecord: [UInt8]?
     public private(set) var gaps = 0
     let logger = Logger(label: "ctsync.events")
 
@@ -48,12 +55,13 @@ public final class EventStream: @unchecked Sendable {
 
     public var receiveBufferSize: Int { socket.receiveBufferSize }
     /// Events decoded from the last datagram and not yet returned by `next`.
-    public var hasBufferedEvents: Bool { !pending.isEmpty }
+    public var hasBufferedEvents: Bool { pendingNext < pending.count }
     public var fileDescriptor: Int32 { socket.fd }
 
     /// Blocks until the next event (or gap). Returns nil when `timeoutMilliseconds`
     /// passes first; a negative timeout waits forever.
     public func next(timeoutMilliseconds: Int32 = -1) throws -> ConntrackEvent? {
+        if pendingNext == pending.count { pending.removeAll(keepingCapacity: true); pendingNext = 0 }
         while pending.isEmpty {
             var pfd = pollfd(fd: socket.fd, events: Int16(POLLIN), revents: 0)
             let r = poll(&pfd, 1, timeoutMilliseconds)
@@ -70,13 +78,22 @@ public final class EventStream: @unchecked Sendable {
                 logger.warning("event socket overflow (ENOBUFS)", metadata: ["gaps": "\(gaps)", "rcvbuf": "\(socket.receiveBufferSize)"])
                 return .gap
             }
-            try EventStream.decode(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), into: &pending)
+            try EventStream.decode(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), keepingRecords: keepsRecords) { pending.append(($0, $1)) }
         }
-        return pending.removeFirst()
+        let (event, record) = pending[pendingNext]
+        pendingNext += 1
+        lastRecord = record
+        return event
     }
 
     /// Decodes the event messages of one datagram.
     public static func decode(_ d: UnsafeRawBufferPointer, into out: inout [ConntrackEvent]) throws {
+        try decode(d, keepingRecords: false) { e, _ in out.append(e) }
+    }
+
+    /// Decodes the event messages of one datagram; with `keepingRecords`, each entry event
+    /// comes with its family byte and attributes.
+    static func decode(_ d: UnsafeRawBufferPointer, keepingRecords: Bool, _ body: (ConntrackEvent, [UInt8]?) -> Void) throws {
         try forEachMessage(in: d, operation: "decode event") { m in
             guard m.payload.count >= NL.nfgenSize else {
                 throw ConntrackError(.malformed("event message without nfgenmsg"), operation: "decode event")
@@ -89,9 +106,10 @@ public final class EventStream: @unchecked Sendable {
             else if m.flags & (NL.create | NL.excl) != 0 { kind = .new }
             else { kind = .update }
             if subsys == NL.subsysConntrack && (msg == CtMsg.new || msg == CtMsg.delete) {
-                out.append(.entry(kind, try CtNetlinkCodec.decodeEntry(family: family, attributes: attrs)))
+                let e = try CtNetlinkCodec.decodeEntry(family: family, attributes: attrs)
+                body(.entry(kind, e), keepingRecords ? [family] + attrs : nil)
             } else if subsys == NL.subsysExpect && (msg == CtMsg.new || msg == CtMsg.delete) {
-                out.append(.expectation(kind, try CtNetlinkCodec.decodeExpectation(attributes: attrs)))
+                body(.expectation(kind, try CtNetlinkCodec.decodeExpectation(attributes: attrs)), nil)
             }
             return true
         }

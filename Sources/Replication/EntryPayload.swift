@@ -9,10 +9,18 @@ enum EntryPayload {
         guard let first = p.first else { throw FrameError("empty entry frame") }
         guard first & FramePayload.netlinkFormat != 0 else { return try FramePayload.decodeEntryWithTime(p) }
         let events: [EventKind] = [.new, .update, .destroy]
-        guard Int(first & 0x3f) < events.count, p.count >= 2 else { throw FrameError("entry frame without a valid event byte") }
+        guard Int(first & 0x3f) < events.count else { throw FrameError("entry frame without a valid event byte") }
+        var at = 1
+        var observed: UInt64?
+        if first & 0x80 != 0 {
+            guard p.count >= 9 else { throw FrameError("entry frame cut off in its time") }
+            observed = p[1..<9].reduce(0) { $0 << 8 | UInt64($1) }
+            at = 9
+        }
+        guard p.count > at else { throw FrameError("entry frame without its address family") }
         do {
-            let e = try p.withUnsafeBytes { try CtNetlinkCodec.decodeEntry(family: p[1], attributes: UnsafeRawBufferPointer(rebasing: $0[2...])) }
-            return (events[Int(first & 0x3f)], e, nil)
+            let e = try p.withUnsafeBytes { try CtNetlinkCodec.decodeEntry(family: p[at], attributes: UnsafeRawBufferPointer(rebasing: $0[(at + 1)...])) }
+            return (events[Int(first & 0x3f)], e, observed)
         } catch {
             throw FrameError("entry frame (netlink attributes): \(error)")
         }

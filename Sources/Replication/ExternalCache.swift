@@ -8,20 +8,28 @@ import ReplicationProtocol
 /// shorten timeouts by the time since. Thread-safe.
 public final class ExternalCache: @unchecked Sendable {
     /// A reference: when the dictionary grows, it moves 8 bytes per entry, not 270 (a
-    /// growth at 50k entries had stalled frame handling for 20–40 ms).
+    /// growth at 50k entries had stalled frame handling for 20–40 ms). Updated in place, so
+    /// that a re-sent table allocates nothing for the entries it already had.
     final class Stored: @unchecked Sendable {
-        let entry: ConntrackEntry
-        let received: UInt64
-        init(entry: ConntrackEntry, received: UInt64) { self.entry = entry; self.received = received }
+        var entry: ConntrackEntry
+        var received: UInt64
+        /// The bulk transfer that last delivered it (entries a newer one did not are swept).
+        var generation: UInt32
+        init(entry: ConntrackEntry, received: UInt64, generation: UInt32) {
+            self.entry = entry; self.received = received; self.generation = generation
+        }
     }
     struct StoredExpectation { var expectation: Expectation; var received: UInt64 }
 
     private let lock = NSLock()
     private var entries: [EntryKey: Stored] = [:]
     private var expectations: [EntryKey: StoredExpectation] = [:]
-    private var staging: [EntryKey: Stored]?
-    /// The bucket a bulk transfer replaces (nil: the whole table).
-    private var stagingBucket: Int?
+    /// The bulk transfer in progress: its generation and the anti-entropy bucket it replaces
+    /// (nil: the whole table). Its entries update the cache as they arrive; at its end the
+    /// entries it did not deliver are removed (mark and sweep, rather than a second table:
+    /// half the memory, and nothing to allocate for entries that did not change).
+    private var bulk: (generation: UInt32, bucket: Int?)?
+    private var generation: UInt32 = 0
     public private(set) var bucketsRepaired = 0
     private var stagingExpectations: [EntryKey: StoredExpectation] = [:]
     public private(set) var bulksCompleted = 0
@@ -37,38 +45,40 @@ public final class ExternalCache: @unchecked Sendable {
 
     public var count: Int { lock.withLock { entries.count } }
     public var expectationCount: Int { lock.withLock { expectations.count } }
-    public var inBulk: Bool { lock.withLock { staging != nil } }
+    public var inBulk: Bool { lock.withLock { bulk != nil } }
+
+    /// Under the lock: one entry in or out.
+    private func store(_ event: EventKind, _ key: EntryKey, _ e: ConntrackEntry, _ now: UInt64) {
+        if event == .destroy { entries[key] = nil; return }
+        if let s = entries[key] {
+            s.entry = e; s.received = now; s.generation = generation
+        } else {
+            entries[key] = Stored(entry: e, received: now, generation: generation)
+        }
+    }
 
     /// An event from the active node (inside a bulk transfer: part of the new copy).
     public func apply(_ event: EventKind, _ e: ConntrackEntry, at now: UInt64 = ExternalCache.now()) {
         let key = EntryKey(e)
         lock.withLock {
             eventsApplied += 1
-            if staging != nil {
-                if event == .destroy { staging![key] = nil } else { staging![key] = Stored(entry: e, received: now) }
-                return
-            }
-            if event == .destroy { entries[key] = nil } else { entries[key] = Stored(entry: e, received: now) }
+            store(event, key, e, now)
         }
     }
 
     /// Entries that arrived together (an ENTRY_BATCH frame): one lock for all of them.
     public func apply(_ event: EventKind, _ es: [ConntrackEntry], at now: UInt64 = ExternalCache.now()) {
-        let keyed = es.map { (EntryKey($0), $0) }
+        let keys = es.map { EntryKey($0) }
         lock.withLock {
             eventsApplied += es.count
-            if staging != nil {
-                for (key, e) in keyed { staging![key] = event == .destroy ? nil : Stored(entry: e, received: now) }
-                return
-            }
-            for (key, e) in keyed { entries[key] = event == .destroy ? nil : Stored(entry: e, received: now) }
+            for (i, e) in es.enumerated() { store(event, keys[i], e, now) }
         }
     }
 
     public func apply(_ event: EventKind, _ x: Expectation, at now: UInt64 = ExternalCache.now()) {
         let key = EntryKey(zone: x.zone, tuple: x.tuple)
         lock.withLock {
-            if staging != nil {
+            if bulk?.bucket == nil && bulk != nil {
                 if event == .destroy { stagingExpectations[key] = nil } else { stagingExpectations[key] = StoredExpectation(expectation: x, received: now) }
                 return
             }
@@ -84,27 +94,30 @@ public final class ExternalCache: @unchecked Sendable {
     /// the sender announced (room is reserved for them, up to `reserveLimit`).
     public func beginBulk(bucket: Int? = nil, expected: Int = 0) {
         lock.withLock {
-            staging = [:]
-            if bucket == nil { staging!.reserveCapacity(min(max(entries.count, expected), Self.reserveLimit)) }
+            generation &+= 1
+            bulk = (generation, bucket)
+            if bucket == nil && expected > entries.count { entries.reserveCapacity(min(expected, Self.reserveLimit)) }
             stagingExpectations = [:]
-            stagingBucket = bucket
         }
     }
 
     public func endBulk() {
         lock.withLock {
-            guard let s = staging else { return }
-            if let b = stagingBucket {
-                entries = entries.filter { TableDigest.bucket(zone: $0.key.zone, tuple: $0.key.tuple) != b }
-                entries.merge(s) { $1 }
+            guard let b = bulk else { return }
+            // Sweep what the transfer did not deliver (in its bucket, for a bucket repair).
+            var gone: [EntryKey] = []
+            for (k, s) in entries where s.generation != b.generation {
+                if let bucket = b.bucket, TableDigest.bucket(zone: k.zone, tuple: k.tuple) != bucket { continue }
+                gone.append(k)
+            }
+            for k in gone { entries[k] = nil }
+            if b.bucket != nil {
                 bucketsRepaired += 1
             } else {
-                entries = s
                 expectations = stagingExpectations
                 bulksCompleted += 1
             }
-            staging = nil
-            stagingBucket = nil
+            bulk = nil
             stagingExpectations = [:]
         }
     }
@@ -116,8 +129,9 @@ public final class ExternalCache: @unchecked Sendable {
         }
     }
 
-    /// A bulk cut off by a lost connection: the previous copy stays.
-    public func abandonBulk() { lock.withLock { staging = nil; stagingExpectations = [:] } }
+    /// A bulk cut off by a lost connection: nothing is swept; what it delivered stays (newer
+    /// than what it replaced), and so does the rest of the previous copy.
+    public func abandonBulk() { lock.withLock { bulk = nil; stagingExpectations = [:] } }
 
     public func flush() { lock.withLock { entries = [:]; expectations = [:] } }
 

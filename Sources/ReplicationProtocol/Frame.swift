@@ -201,8 +201,8 @@ public struct Hello: Sendable, Equatable {
 /// Entry and expectation payloads: an event byte (0 new, 1 update, 2 destroy; with 0x80
 /// set, an 8-byte time follows: when the active node read the event, in nanoseconds since
 /// 1970), then the JSON line; or, with 0x40 set, the address family byte and the entry's
-/// ctnetlink attributes as the kernel dumped them (bulk transfers; decoded by the
-/// Replication target, which has the netlink codec).
+/// ctnetlink attributes as the kernel gave them (what the active node sends; decoded by
+/// the Replication target, which has the netlink codec).
 public enum FramePayload {
     static let events: [EventKind] = [.new, .update, .destroy]
 
@@ -210,9 +210,13 @@ public enum FramePayload {
     public static let netlinkFormat: UInt8 = 0x40
 
     /// A bulk entry straight from the kernel's dump: family and attributes as they came.
-    public static func entryAttributes(family: UInt8, _ attributes: UnsafeRawBufferPointer, _ event: EventKind) -> [UInt8] {
-        var out: [UInt8] = [UInt8(events.firstIndex(of: event)!) | netlinkFormat, family]
-        out.append(contentsOf: attributes)
+    /// An entry as a record (address family byte, then its ctnetlink attributes), with the
+    /// time the active node read it when given.
+    public static func entryRecord(_ record: [UInt8], _ event: EventKind, observed: UInt64? = nil) -> [UInt8] {
+        let code = UInt8(events.firstIndex(of: event)!) | netlinkFormat
+        var out: [UInt8]
+        if let observed { out = [code | 0x80] + observed.bytes8 } else { out = [code] }
+        out.append(contentsOf: record)
         return out
     }
 
@@ -271,14 +275,23 @@ public struct EntryBatch: Sendable {
     /// Whether adding a record of this many attribute bytes would pass `limit`.
     public func isFull(adding attributes: Int) -> Bool { !isEmpty && payload.count + 3 + attributes > Self.limit }
 
-    /// Appends one entry's record; `attributes` must fit (`fits`).
-    public mutating func append(family: UInt8, attributes: UnsafeRawBufferPointer) {
+    /// Appends one entry's record; `attributes` must fit (`fits`). Returns where the
+    /// attributes start in `payload`.
+    @discardableResult
+    public mutating func append(family: UInt8, attributes: UnsafeRawBufferPointer) -> Int {
         precondition(Self.fits(attributes.count))
         payload.append(family)
         payload.append(UInt8(attributes.count >> 8))
         payload.append(UInt8(attributes.count & 0xff))
+        let at = payload.count
         payload.append(contentsOf: attributes)
         count += 1
+        return at
+    }
+
+    /// Overwrites four bytes of `payload` with a big-endian value (a record's timeout).
+    public mutating func setUInt32(_ v: UInt32, at i: Int) {
+        for k in 0..<4 { payload[i + k] = UInt8(truncatingIfNeeded: v >> (24 - 8 * UInt32(k))) }
     }
 
     /// Splits a received payload into its event and records (family and the range of the

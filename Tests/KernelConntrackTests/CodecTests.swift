@@ -90,3 +90,26 @@ final class CodecTests: XCTestCase {
         XCTAssertEqual(events, [.entry(.new, sample()), .entry(.update, sample()), .entry(.destroy, sample())])
     }
 }
+
+/// Records: the attributes kept as they came, for forwarding.
+extension CodecTests {
+    func testTheTimeoutIsFoundAmongTheAttributes() throws {
+        var b = MessageBuilder()
+        b.attrBE32(CTA.mark, 1)
+        b.attrBE32(CTA.timeout, 0x01020304)
+        let at = try XCTUnwrap(b.bytes.withUnsafeBytes { CtNetlinkCodec.timeoutOffset(in: $0) })
+        XCTAssertEqual(Array(b.bytes[at..<(at + 4)]), [1, 2, 3, 4])
+        XCTAssertNil([UInt8]().withUnsafeBytes { CtNetlinkCodec.timeoutOffset(in: $0) })
+    }
+
+    func testEventsCanKeepTheirRecords() throws {
+        let attrs = encodeEntryAttributes(sample())
+        var b = MessageBuilder()
+        b.begin(subsystem: NL.subsysConntrack, type: CtMsg.new, flags: NL.create, sequence: 0, family: 10)
+        b.bytes += attrs
+        b.end()
+        var records: [[UInt8]?] = []
+        try b.bytes.withUnsafeBytes { try EventStream.decode($0, keepingRecords: true) { _, r in records.append(r) } }
+        XCTAssertEqual(records, [[10] + attrs])
+    }
+}

@@ -1,0 +1,121 @@
+import ConntrackCore
+@testable import KernelConntrack
+@testable import Replication
+import ReplicationProtocol
+import XCTest
+
+/// Netlink attributes of an entry, as the kernel would dump them (the fields these tests need).
+func attributes(_ e: ConntrackEntry) -> [UInt8] {
+    var b = MessageBuilder()
+    CtNetlinkCodec.encodeTuple(e.original, as: CTA.tupleOrig, into: &b)
+    CtNetlinkCodec.encodeTuple(e.reply, as: CTA.tupleReply, into: &b)
+    if let s = e.status { b.attrBE32(CTA.status, s.rawValue) }
+    if let t = e.timeout { b.attrBE32(CTA.timeout, t) }
+    if let m = e.mark { b.attrBE32(CTA.mark, m) }
+    if let z = e.zone { b.attrBE16(CTA.zone, z) }
+    return b.bytes
+}
+
+func entry(port: UInt16, timeout: UInt32? = 120, mark: UInt32? = nil) -> ConntrackEntry {
+    let o = Tuple(source: IPAddress("192.0.2.1")!, destination: IPAddress("198.51.100.7")!, l4proto: 17,
+                  sourcePort: port, destinationPort: 53)
+    var e = ConntrackEntry(original: o, reply: o.inverted())
+    e.status = [.seenReply, .confirmed]
+    e.timeout = timeout
+    e.mark = mark
+    return e
+}
+
+final class CopyTests: XCTestCase {
+    let second: UInt64 = 1_000_000_000
+
+    func sent(_ e: ConntrackEntry, recorded: UInt64) -> ActiveNode.SentEntry {
+        attributes(e).withUnsafeBytes { ActiveNode.sentEntry(e, family: 2, attributes: $0, at: recorded) }
+    }
+
+    /// What a standby decodes from a copy re-sent at `now`.
+    func resent(_ s: ActiveNode.SentEntry, now: UInt64) throws -> ConntrackEntry? {
+        guard let timeout = ActiveNode.agedTimeout(s, now: now) else { return nil }
+        var batch = EntryBatch(event: .new)
+        let at = s.record.withUnsafeBytes { batch.append(family: $0[0], attributes: UnsafeRawBufferPointer(rebasing: $0[1...])) }
+        if let (offset, value) = timeout { batch.setUInt32(value, at: at + offset) }
+        let (_, entries) = try EntryPayload.decodeBatch(batch.payload)
+        return entries.first
+    }
+
+    func testARecordDecodesToTheEntryItWasMadeFrom() throws {
+        let e = entry(port: 1000, mark: 7)
+        XCTAssertEqual(try resent(sent(e, recorded: 50 * second), now: 50 * second), e)
+    }
+
+    func testAReSentCopyHasItsTimeoutShortenedByTheTimeSince() throws {
+        let s = sent(entry(port: 1000, timeout: 100), recorded: 10 * second)
+        XCTAssertEqual(try resent(s, now: 40 * second + 5)?.timeout, 70)
+    }
+
+    func testAnEntryWhoseTimeoutRanOutIsLeftOut() throws {
+        let s = sent(entry(port: 1000, timeout: 20), recorded: 10 * second)
+        XCTAssertNil(try resent(s, now: 40 * second))
+    }
+
+    func testAnEntryKeptAliveByTrafficIsSentAgainBeforeTheStandbysCopyRunsOut() {
+        let old = sent(entry(port: 1000, timeout: 120), recorded: 0)              // runs out at 120 s
+        let fresh = sent(entry(port: 1000, timeout: 118), recorded: 100 * second)  // the kernel: 218 s
+        XCTAssertTrue(ActiveNode.needsRenewal(old, fresh, now: 100 * second, horizon: 30 * second))
+        XCTAssertFalse(ActiveNode.needsRenewal(old, fresh, now: 50 * second, horizon: 30 * second), "not yet near its end")
+    }
+
+    func testAnEntryCountingDownIsNotSentAgain() {
+        let old = sent(entry(port: 1000, timeout: 120), recorded: 0)
+        let fresh = sent(entry(port: 1000, timeout: 20), recorded: 100 * second + second / 2)   // rounding: 120.5 s
+        XCTAssertFalse(ActiveNode.needsRenewal(old, fresh, now: 100 * second, horizon: 30 * second))
+    }
+
+    func testAnEntryWithoutATimeoutGoesAsItWas() throws {
+        let e = entry(port: 1000, timeout: nil)
+        XCTAssertEqual(try resent(sent(e, recorded: 0), now: 99 * second), e)
+    }
+}
+
+final class ExternalCacheTests: XCTestCase {
+    func testABulkTransferReplacesWhatItDidNotDeliver() {
+        let c = ExternalCache()
+        for p in [1, 2, 3] as [UInt16] { c.apply(.new, entry(port: p)) }
+        c.beginBulk()
+        c.apply(.new, [entry(port: 2, mark: 9), entry(port: 4)])
+        XCTAssertEqual(c.count, 4, "until the transfer ends, the previous copy stays")
+        c.endBulk()
+        XCTAssertEqual(Set(c.contents().entries.map { $0.original.sourcePort }), [2, 4])
+        XCTAssertEqual(c.contents().entries.first { $0.original.sourcePort == 2 }?.mark, 9)
+    }
+
+    func testABucketRepairReplacesOnlyItsBucket() {
+        let c = ExternalCache()
+        let all = (1...40).map { entry(port: UInt16($0)) }
+        c.apply(.new, all)
+        let b = TableDigest.bucket(zone: nil, tuple: all[0].original)
+        let inBucket = all.filter { TableDigest.bucket(zone: nil, tuple: $0.original) == b }
+        c.beginBulk(bucket: b)
+        c.endBulk()                              // the bucket is empty on the active node now
+        XCTAssertEqual(c.count, all.count - inBucket.count)
+        XCTAssertEqual(c.bucketsRepaired, 1)
+    }
+
+    func testAnAbandonedBulkTransferRemovesNothing() {
+        let c = ExternalCache()
+        for p in [1, 2] as [UInt16] { c.apply(.new, entry(port: p)) }
+        c.beginBulk()
+        c.apply(.new, [entry(port: 3)])
+        c.abandonBulk()
+        XCTAssertEqual(c.count, 3)
+        XCTAssertFalse(c.inBulk)
+        XCTAssertEqual(c.bulksCompleted, 0)
+    }
+
+    func testADestroyRemovesAtOnce() {
+        let c = ExternalCache()
+        c.apply(.new, entry(port: 1))
+        c.apply(.destroy, entry(port: 1))
+        XCTAssertEqual(c.count, 0)
+    }
+}
