@@ -65,7 +65,7 @@ public final class ActiveNode: @unchecked Sendable {
     /// Seconds between comparisons of the kernel's table with what the standbys were sent.
     let refresh: Int64
     /// What the standbys hold when in step. Event-loop only, like everything below it.
-    var sent: [EntryKey: SentEntry] = [:]
+    var sent = ShardedTable<SentEntry>()
     /// `sent` is the whole table: a full dump went into it and no event was lost since.
     var sentComplete = false
     /// Changes made to `sent` while full dumps are under way, replayed onto each dump's
@@ -162,7 +162,7 @@ public final class ActiveNode: @unchecked Sendable {
     }
 
     /// A full dump's entries become `sent`, with the changes since it began replayed on top.
-    func dumpEnds(_ id: ObjectIdentifier, entries: [EntryKey: SentEntry], gapsAtStart: Int) {
+    func dumpEnds(_ id: ObjectIdentifier, entries: ShardedTable<SentEntry>, gapsAtStart: Int) {
         var table = entries
         for (k, v) in dumpLog[(dumpLogStart[id] ?? dumpLog.count)...] { table[k] = v }
         sent = table
@@ -312,7 +312,8 @@ public final class ActiveNode: @unchecked Sendable {
         // A copy that later events do not change (copy-on-write: nothing is copied unless
         // an event arrives before the transfer ends).
         let snapshot = sent
-        var index = snapshot.values.startIndex
+        var position = ShardedTable<SentEntry>.Position()
+        var more = true
         let now = Self.monotonic()
         let batches = (s.peer?.features ?? 0) & Hello.entryBatches != 0
         s.send(.bulkBegin, UInt64(snapshot.count).bigEndianBytes, flush: false)
@@ -321,9 +322,8 @@ public final class ActiveNode: @unchecked Sendable {
             guard p.session === s else { return }
             var batch = EntryBatch(event: .new)
             var frames = 0
-            while index != snapshot.values.endIndex && frames < 32 {
-                let e = snapshot.values[index]
-                snapshot.values.formIndex(after: &index)
+            while frames < 32 {
+                guard let (_, e) = snapshot.next(after: &position) else { more = false; break }
                 guard let timeout = Self.agedTimeout(e, now: now) else { continue }
                 count += 1
                 let attributes = e.record.count - 1
@@ -344,7 +344,7 @@ public final class ActiveNode: @unchecked Sendable {
             }
             if !batch.isEmpty { s.send(.entryBatch, batch.payload, flush: false) }
             s.flush()
-            if index != snapshot.values.endIndex { loop.execute(step) } else { finishTransfer(p, s, entries: count, what: "copy") }
+            if more { loop.execute(step) } else { finishTransfer(p, s, entries: count, what: "copy") }
         }
         step()
     }
@@ -383,7 +383,7 @@ public final class ActiveNode: @unchecked Sendable {
             var chunk: [[UInt8]] = []
             var types: [FrameType] = []
             var batch = EntryBatch(event: .new)
-            var dumped: [EntryKey: SentEntry] = [:]
+            var dumped = ShardedTable<SentEntry>()
             dumped.reserveCapacity(expected)
             var count = 0
             func ship() {
@@ -464,7 +464,7 @@ public final class ActiveNode: @unchecked Sendable {
             }
             loop.execute { [self] in
                 guard p.session === s, !p.bulkInProgress else { return }
-                for k in sent.keys where wanted.contains(TableDigest.bucket(zone: k.zone, tuple: k.tuple)) { note(nil, for: k) }
+                for (k, _) in sent where wanted.contains(TableDigest.bucket(zone: k.zone, tuple: k.tuple)) { note(nil, for: k) }
                 for b in buckets {
                     let items = byBucket[b] ?? []
                     s.send(.bulkBegin, UInt64(items.count).bigEndianBytes + UInt32(b).bigEndianBytes4, flush: false)
@@ -579,7 +579,7 @@ public final class ActiveNode: @unchecked Sendable {
     func bulk(to link: ConntrackdLink) {
         Thread { [self] in
             var entries: [ConntrackEntry] = []
-            var dumped: [EntryKey: SentEntry] = [:]
+            var dumped = ShardedTable<SentEntry>()
             var expectations: [Expectation] = []
             do {
                 let table = try ConntrackTable()

@@ -22,7 +22,7 @@ public final class ExternalCache: @unchecked Sendable {
     struct StoredExpectation { var expectation: Expectation; var received: UInt64 }
 
     private let lock = NSLock()
-    private var entries: [EntryKey: Stored] = [:]
+    private var entries = ShardedTable<Stored>()
     private var expectations: [EntryKey: StoredExpectation] = [:]
     /// The bulk transfer in progress: its generation and the anti-entropy bucket it replaces
     /// (nil: the whole table). Its entries update the cache as they arrive; at its end the
@@ -105,12 +105,9 @@ public final class ExternalCache: @unchecked Sendable {
         lock.withLock {
             guard let b = bulk else { return }
             // Sweep what the transfer did not deliver (in its bucket, for a bucket repair).
-            var gone: [EntryKey] = []
-            for (k, s) in entries where s.generation != b.generation {
-                if let bucket = b.bucket, TableDigest.bucket(zone: k.zone, tuple: k.tuple) != bucket { continue }
-                gone.append(k)
+            entries.removeAll { k, s in
+                s.generation != b.generation && (b.bucket.map { TableDigest.bucket(zone: k.zone, tuple: k.tuple) == $0 } ?? true)
             }
-            for k in gone { entries[k] = nil }
             if b.bucket != nil {
                 bucketsRepaired += 1
             } else {
@@ -133,7 +130,7 @@ public final class ExternalCache: @unchecked Sendable {
     /// than what it replaced), and so does the rest of the previous copy.
     public func abandonBulk() { lock.withLock { bulk = nil; stagingExpectations = [:] } }
 
-    public func flush() { lock.withLock { entries = [:]; expectations = [:] } }
+    public func flush() { lock.withLock { entries.removeAll(); expectations = [:] } }
 
     /// Entries with the timeout they have left at `now` (those that would have expired are
     /// left out), and the expectations likewise.
@@ -146,7 +143,7 @@ public final class ExternalCache: @unchecked Sendable {
             }
             var es: [ConntrackEntry] = []
             es.reserveCapacity(entries.count)
-            for s in entries.values {
+            for (_, s) in entries {
                 guard let t = left(s.entry.timeout, s.received) else { continue }
                 var e = s.entry
                 e.timeout = t

@@ -215,7 +215,10 @@ public final class StandbyNode: @unchecked Sendable {
     }
 
     public func status(maxLag: UInt64 = 0) -> NodeStatus {
-        lock.withLock {
+        // Sorted outside the lock: frame handling takes it for every new entry, and a sort
+        // of 100000 samples under it had stalled replication by milliseconds per status call.
+        let sorted = lock.withLock { latencies }.sorted()
+        return lock.withLock {
             var st = NodeStatus()
             let now = ExternalCache.now()
             st.lines.append("role standby, node \(name)")
@@ -223,8 +226,7 @@ public final class StandbyNode: @unchecked Sendable {
                             + (cache.inBulk ? ", bulk transfer in progress" : ""))
             st.lines.append("anti-entropy: digests sent \(digestsSent), buckets repaired \(cache.bucketsRepaired)")
             st.lines.append("connections accepted \(connections), closed for a bad frame \(rejected)")
-            if !latencies.isEmpty {
-                let sorted = latencies.sorted()
+            if !sorted.isEmpty {
                 func ms(_ q: Double) -> String { String(format: "%.3f", Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))]) / 1e6) }
                 st.lines.append("event latency of new entries (read from ctnetlink on the active node to applied here): median \(ms(0.5)) ms, p99 \(ms(0.99)) ms, max \(ms(1)) ms over \(sorted.count)")
             }
@@ -251,8 +253,7 @@ public final class StandbyNode: @unchecked Sendable {
             st.sample("ctsync_replicate_connections_total", "counter", "Authenticated connections accepted.", Double(connections))
             st.sample("ctsync_replicate_refused_connections_total", "counter", "Connections closed for an invalid, unauthenticated or replayed frame.", Double(rejected))
             st.sample("ctsync_replicate_peers", "gauge", "Active nodes connected.", Double(peers.count + conntrackd.count))
-            if !latencies.isEmpty {
-                let sorted = latencies.sorted()
+            if !sorted.isEmpty {
                 for q in [0.5, 0.99] {
                     st.sample("ctsync_replicate_event_latency_seconds", "summary", "Active node reads an event to standby applies it (new entries).",
                               Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))]) / 1e9, labels: "{quantile=\"\(q)\"}")

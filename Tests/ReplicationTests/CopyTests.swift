@@ -119,3 +119,29 @@ final class ExternalCacheTests: XCTestCase {
         XCTAssertEqual(c.count, 0)
     }
 }
+
+final class ShardedTableTests: XCTestCase {
+    func testItHoldsWhatADictionaryHolds() {
+        var t = ShardedTable<Int>()
+        var d: [EntryKey: Int] = [:]
+        for i in 0..<5000 {
+            let k = EntryKey(entry(port: UInt16(i % 3000)))
+            if i % 7 == 0 { t[k] = nil; d[k] = nil } else { t[k] = i; d[k] = i }
+        }
+        XCTAssertEqual(t.count, d.count)
+        XCTAssertEqual(Dictionary(uniqueKeysWithValues: t.map { ($0.key, $0.value) }), d)
+        t.removeAll { _, v in v % 2 == 0 }
+        XCTAssertEqual(t.count, d.values.filter { $0 % 2 == 1 }.count)
+    }
+
+    func testAWalkInStepsSeesEveryEntryOnce() {
+        var t = ShardedTable<Int>()
+        for i in 0..<1000 { t[EntryKey(entry(port: UInt16(i)))] = i }
+        var p = ShardedTable<Int>.Position()
+        var seen: [Int] = []
+        while let (_, v) = t.next(after: &p) { seen.append(v) }
+        XCTAssertEqual(seen.sorted(), Array(0..<1000))
+        XCTAssertGreaterThan(Set((0..<1000).map { ShardedTable<Int>.shard(EntryKey(entry(port: UInt16($0)))) }).count, 60,
+                             "keys spread over the shards")
+    }
+}
