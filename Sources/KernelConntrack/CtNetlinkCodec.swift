@@ -48,6 +48,24 @@ public enum CtNetlinkCodec {
         return nil
     }
 
+    /// What identifies an entry (its original tuple and zone) and where its timeout value is,
+    /// read without decoding the rest: for telling whether an entry came again unchanged.
+    public static func keyFields(in attributes: UnsafeRawBufferPointer) throws -> (original: Tuple, zone: UInt16?, timeoutOffset: Int?) {
+        var original: Tuple?, zone: UInt16?, timeoutAt: Int?
+        var it = AttributeIterator(attributes)
+        while let (type, p) = it.next() {
+            switch type {
+            case CTA.tupleOrig: original = try decodeTuple(p)
+            case CTA.zone: zone = p.be16()
+            case CTA.timeout where p.count == 4:
+                if let a = p.baseAddress, let b = attributes.baseAddress { timeoutAt = a - b }
+            default: break
+            }
+        }
+        guard !it.malformed, let original else { throw ConntrackError(.malformed("entry without an original tuple"), operation: "decode entry") }
+        return (original, zone, timeoutAt)
+    }
+
     /// Decodes the attributes of one conntrack message (after the nfgenmsg header).
     public static func decodeEntry(family: UInt8, attributes: UnsafeRawBufferPointer) throws -> ConntrackEntry {
         var orig: Tuple?, reply: Tuple?

@@ -15,8 +15,12 @@ public final class ExternalCache: @unchecked Sendable {
         var received: UInt64
         /// The bulk transfer that last delivered it (entries a newer one did not are swept).
         var generation: UInt32
-        init(entry: ConntrackEntry, received: UInt64, generation: UInt32) {
-            self.entry = entry; self.received = received; self.generation = generation
+        /// `EntryPayload.recordHash` of the record it came in (0: it did not come as one).
+        var recordHash: UInt64
+        /// Taken out of the cache (a reference held elsewhere must not revive it).
+        var removed = false
+        init(entry: ConntrackEntry, received: UInt64, generation: UInt32, recordHash: UInt64 = 0) {
+            self.entry = entry; self.received = received; self.generation = generation; self.recordHash = recordHash
         }
     }
     struct StoredExpectation { var expectation: Expectation; var received: UInt64 }
@@ -48,12 +52,48 @@ public final class ExternalCache: @unchecked Sendable {
     public var inBulk: Bool { lock.withLock { bulk != nil } }
 
     /// Under the lock: one entry in or out.
-    private func store(_ event: EventKind, _ key: EntryKey, _ e: ConntrackEntry, _ now: UInt64) {
-        if event == .destroy { entries[key] = nil; return }
+    private func store(_ event: EventKind, _ key: EntryKey, _ e: ConntrackEntry, _ now: UInt64, recordHash: UInt64 = 0) {
+        if event == .destroy { entries[key]?.removed = true; entries[key] = nil; return }
         if let s = entries[key] {
-            s.entry = e; s.received = now; s.generation = generation
+            s.entry = e; s.received = now; s.generation = generation; s.recordHash = recordHash
         } else {
-            entries[key] = Stored(entry: e, received: now, generation: generation)
+            entries[key] = Stored(entry: e, received: now, generation: generation, recordHash: recordHash)
+        }
+    }
+
+    /// An entry of a batch, identified without decoding it: key, record hash, timeout.
+    struct RecordSummary {
+        var key: EntryKey
+        var hash: UInt64
+        var timeout: UInt32?
+    }
+
+    /// The entries the cache holds unchanged for these records (the same record but for its
+    /// timeout), nil for the others: those that need decoding.
+    func heldUnchanged(_ records: [RecordSummary]) -> [Stored?] {
+        lock.withLock { records.map { r in entries[r.key].flatMap { $0.recordHash == r.hash ? $0 : nil } } }
+    }
+
+    /// A batch of new or updated entries: those the cache holds unchanged (`held[i]`) only
+    /// take their new timeout, arrival time and transfer; the others are stored as decoded
+    /// (`decoded[i]`). Returns the indices of unchanged ones that were changed or removed
+    /// meanwhile (to be decoded and applied by the caller).
+    func applyBatch(_ records: [RecordSummary], held: [Stored?], decoded: [ConntrackEntry?], at now: UInt64) -> [Int] {
+        lock.withLock {
+            eventsApplied += records.count
+            var missed: [Int] = []
+            for (i, r) in records.enumerated() {
+                if let e = decoded[i] {
+                    store(.new, r.key, e, now, recordHash: r.hash)
+                } else if let s = held[i], s.recordHash == r.hash, !s.removed {
+                    s.entry.timeout = r.timeout
+                    s.received = now
+                    s.generation = generation
+                } else {
+                    missed.append(i)
+                }
+            }
+            return missed
         }
     }
 
@@ -106,7 +146,9 @@ public final class ExternalCache: @unchecked Sendable {
             guard let b = bulk else { return }
             // Sweep what the transfer did not deliver (in its bucket, for a bucket repair).
             entries.removeAll { k, s in
-                s.generation != b.generation && (b.bucket.map { TableDigest.bucket(zone: k.zone, tuple: k.tuple) == $0 } ?? true)
+                let gone = s.generation != b.generation && (b.bucket.map { TableDigest.bucket(zone: k.zone, tuple: k.tuple) == $0 } ?? true)
+                if gone { s.removed = true }
+                return gone
             }
             if b.bucket != nil {
                 bucketsRepaired += 1
@@ -130,7 +172,13 @@ public final class ExternalCache: @unchecked Sendable {
     /// than what it replaced), and so does the rest of the previous copy.
     public func abandonBulk() { lock.withLock { bulk = nil; stagingExpectations = [:] } }
 
-    public func flush() { lock.withLock { entries.removeAll(); expectations = [:] } }
+    public func flush() {
+        lock.withLock {
+            for (_, s) in entries { s.removed = true }
+            entries.removeAll()
+            expectations = [:]
+        }
+    }
 
     /// Entries with the timeout they have left at `now` (those that would have expired are
     /// left out), and the expectations likewise.

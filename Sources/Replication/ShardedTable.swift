@@ -61,8 +61,10 @@ struct ShardedTable<Value>: Sequence {
 
     /// Removes every entry `isGone` selects.
     mutating func removeAll(where isGone: (EntryKey, Value) -> Bool) {
+        var gone: [EntryKey] = []
         for i in shards.indices {
-            let gone = shards[i].filter { isGone($0.key, $0.value) }.map(\.key)
+            gone.removeAll(keepingCapacity: true)
+            for (k, v) in shards[i] where isGone(k, v) { gone.append(k) }
             for k in gone { shards[i][k] = nil }
             count -= gone.count
         }
@@ -78,11 +80,10 @@ struct ShardedTable<Value>: Sequence {
     /// The entry at `p` and the position after it; nil at the end.
     func next(after p: inout Position) -> (key: EntryKey, value: Value)? {
         while p.shard < shards.count {
-            let d = shards[p.shard]
-            let i = p.index ?? d.startIndex
-            if i != d.endIndex {
-                p.index = d.index(after: i)
-                return (d[i].key, d[i].value)
+            let i = p.index ?? shards[p.shard].startIndex
+            if i != shards[p.shard].endIndex {
+                p.index = shards[p.shard].index(after: i)
+                return shards[p.shard][i]
             }
             p.shard += 1
             p.index = nil

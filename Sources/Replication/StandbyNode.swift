@@ -137,9 +137,13 @@ public final class StandbyNode: @unchecked Sendable {
                 }
                 if inject, !cache.inBulk { injectOne(event, e) }
             case .entryBatch:
-                let (event, es) = try EntryPayload.decodeBatch(f.payload)
-                cache.apply(event, es, at: now)
-                if inject, !cache.inBulk { for e in es { injectOne(event, e) } }
+                if inject || f.payload.first == 2 {
+                    let (event, es) = try EntryPayload.decodeBatch(f.payload)
+                    cache.apply(event, es, at: now)
+                    if inject, !cache.inBulk { for e in es { injectOne(event, e) } }
+                } else {
+                    try applyBatch(f.payload, at: now)
+                }
             case .expectation:
                 guard let first = f.payload.first, first < 3 else { throw FrameError("expectation frame without an event byte") }
                 let x = try ConntrackJSON.decodeExpectation(line: String(decoding: f.payload.dropFirst(), as: UTF8.self))
@@ -180,6 +184,42 @@ public final class StandbyNode: @unchecked Sendable {
             // A frame that authenticates but does not decode is still refused: close.
             logger.error("closing connection: \(error)")
             s.context?.close(promise: nil)
+        }
+    }
+
+    /// An ENTRY_BATCH of new or updated entries. A re-sent table is mostly entries the cache
+    /// holds already, unchanged but for their timeout: those are recognised by key and a
+    /// hash of their record, without decoding them. The rest are decoded, every one before
+    /// anything is applied, so that a bad record changes nothing.
+    func applyBatch(_ payload: [UInt8], at now: UInt64) throws {
+        let (_, records) = try EntryBatch.records(payload)
+        var summaries: [ExternalCache.RecordSummary] = []
+        summaries.reserveCapacity(records.count)
+        try payload.withUnsafeBytes { raw in
+            for (i, r) in records.enumerated() {
+                let a = UnsafeRawBufferPointer(rebasing: raw[r.attributes])
+                do {
+                    let k = try CtNetlinkCodec.keyFields(in: a)
+                    let timeout = k.timeoutOffset.map { at in (0..<4).reduce(UInt32(0)) { $0 << 8 | UInt32(a[at + $1]) } }
+                    summaries.append(.init(key: EntryKey(zone: k.zone, tuple: k.original),
+                                           hash: EntryPayload.recordHash(family: r.family, a, maskingTimeoutAt: k.timeoutOffset), timeout: timeout))
+                } catch {
+                    throw FrameError("entry batch record \(i + 1) of \(records.count): \(error)")
+                }
+            }
+        }
+        let held = cache.heldUnchanged(summaries)
+        func decode(_ i: Int) throws -> ConntrackEntry {
+            do {
+                return try payload.withUnsafeBytes { try CtNetlinkCodec.decodeEntry(family: records[i].family, attributes: UnsafeRawBufferPointer(rebasing: $0[records[i].attributes])) }
+            } catch {
+                throw FrameError("entry batch record \(i + 1) of \(records.count): \(error)")
+            }
+        }
+        var decoded = [ConntrackEntry?](repeating: nil, count: records.count)
+        for i in records.indices where held[i] == nil { decoded[i] = try decode(i) }
+        for i in cache.applyBatch(summaries, held: held, decoded: decoded, at: now) {
+            if let e = try? decode(i) { cache.apply(.new, e, at: now) }
         }
     }
 

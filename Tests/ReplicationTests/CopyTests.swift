@@ -145,3 +145,30 @@ final class ShardedTableTests: XCTestCase {
                              "keys spread over the shards")
     }
 }
+
+final class StandbyBatchTests: XCTestCase {
+    func batch(_ entries: [ConntrackEntry], corrupt: Bool = false) -> [UInt8] {
+        var b = EntryBatch(event: .new)
+        var last = 0
+        for e in entries { last = attributes(e).withUnsafeBytes { b.append(family: 2, attributes: $0) } }
+        var p = b.payload
+        if corrupt { p[last] = 0xff; p[last + 1] = 0x7f }   // the last record's first attribute overruns it
+        return p
+    }
+
+    func testAnEntryThatComesAgainUnchangedTakesOnlyItsNewTimeout() throws {
+        let node = StandbyNode(psk: [1, 2, 3], name: "test")
+        try node.applyBatch(batch([entry(port: 1, timeout: 100), entry(port: 2, timeout: 100)]), at: 1)
+        try node.applyBatch(batch([entry(port: 1, timeout: 40), entry(port: 2, timeout: 40, mark: 5)]), at: 2)
+        let got = Dictionary(uniqueKeysWithValues: node.cache.contents(at: 2).entries.map { ($0.original.sourcePort, $0) })
+        XCTAssertEqual(got[1], entry(port: 1, timeout: 40))
+        XCTAssertEqual(got[2], entry(port: 2, timeout: 40, mark: 5), "a changed entry is decoded and replaced")
+    }
+
+    func testABatchWithABadRecordChangesNothing() throws {
+        let node = StandbyNode(psk: [1, 2, 3], name: "test")
+        try node.applyBatch(batch([entry(port: 1, timeout: 100)]), at: 1)
+        XCTAssertThrowsError(try node.applyBatch(batch([entry(port: 1, timeout: 50), entry(port: 3)], corrupt: true), at: 2))
+        XCTAssertEqual(node.cache.contents(at: 1).entries, [entry(port: 1, timeout: 100)])
+    }
+}
