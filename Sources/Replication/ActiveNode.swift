@@ -10,7 +10,7 @@ import ReplicationProtocol
 /// streams it to every standby, reconnecting and re-sending everything after a break or
 /// when its event socket overflowed.
 ///
-/// It keeps what it sent (`sent`): each entry's netlink record as last sent. A standby that
+/// It keeps what it sent (`copy`, `SentCopy`): each entry's netlink record as last sent. A standby that
 /// reconnects or asks for everything again gets that copy, timeouts shortened by the time
 /// since (as conntrackd re-sends its internal cache), without dumping the kernel; a lost
 /// event (socket overflow) or `resync` on this node dumps the kernel instead, and every
@@ -30,33 +30,13 @@ public final class ActiveNode: @unchecked Sendable {
         init(host: String, port: Int) { self.host = host; self.port = port }
     }
 
-    /// One entry as the standbys were last sent it.
-    struct SentEntry {
-        /// `TableDigest.entryDigest` of the entry (anti-entropy, refresh comparisons).
-        var digest: UInt64
-        /// Address family byte, then the entry's CTA_* attributes as the kernel gave them.
-        var record: [UInt8]
-        /// When it was read from the kernel (CLOCK_MONOTONIC, ns): a re-send shortens its
-        /// timeout by the time since.
-        var recorded: UInt64
-        /// When the standbys' copy of it runs out (the time it was sent plus the timeout it
-        /// carried; CLOCK_MONOTONIC ns, .max without a timeout).
-        var deadline: UInt64
-
-        /// The timeout its record carries, in seconds.
-        var timeout: UInt32? {
-            guard let at = record.withUnsafeBytes({ CtNetlinkCodec.timeoutOffset(in: UnsafeRawBufferPointer(rebasing: $0[1...])) }) else { return nil }
-            return UInt32(record[at + 1]) << 24 | UInt32(record[at + 2]) << 16 | UInt32(record[at + 3]) << 8 | UInt32(record[at + 4])
-        }
-    }
-
     /// Whether an entry the kernel still holds, unchanged but for its timeout, should be
     /// sent again: the standbys' copy would run out within `horizon` ns (their commit would
     /// leave it out) while the kernel's timeout, renewed by traffic that sends no events,
     /// goes further (by more than the 2 s that rounding timeouts to seconds can make up, so
     /// that an entry merely counting down is not sent again).
-    static func needsRenewal(_ old: SentEntry, _ fresh: SentEntry, now: UInt64, horizon: UInt64) -> Bool {
-        old.deadline < now &+ horizon && fresh.deadline > old.deadline &+ 2_000_000_000
+    static func needsRenewal(_ oldDeadline: UInt64, _ freshDeadline: UInt64, now: UInt64, horizon: UInt64) -> Bool {
+        oldDeadline < now &+ horizon && freshDeadline > oldDeadline &+ 2_000_000_000
     }
 
     let psk: HMACKey
@@ -65,13 +45,13 @@ public final class ActiveNode: @unchecked Sendable {
     /// Seconds between comparisons of the kernel's table with what the standbys were sent.
     let refresh: Int64
     /// What the standbys hold when in step. Event-loop only, like everything below it.
-    var sent = ShardedTable<SentEntry>()
-    /// `sent` is the whole table: a full dump went into it and no event was lost since.
+    var copy = SentCopy()
+    /// `copy` is the whole table: a full dump went into it and no event was lost since.
     var sentComplete = false
     /// Changes made to `sent` while full dumps are under way, replayed onto each dump's
     /// result in the order the standbys get them (the dump first, then the events queued
     /// behind it); `dumpLogStart` holds each running dump's starting index.
-    var dumpLog: [(EntryKey, SentEntry?)] = []
+    var dumpLog: [(EntryKey, Change?)] = []
     var dumpLogStart: [ObjectIdentifier: Int] = [:]
     /// Event socket overflows so far, as the event loop learnt of them.
     var gapsSeen = 0
@@ -137,21 +117,23 @@ public final class ActiveNode: @unchecked Sendable {
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 
-    /// A dumped or received entry as it goes into `sent`.
-    static func sentEntry(_ e: ConntrackEntry, family: UInt8, attributes: UnsafeRawBufferPointer, at now: UInt64) -> SentEntry {
-        // One allocation of the exact size.
-        let record = [UInt8](unsafeUninitializedCapacity: attributes.count + 1) { b, n in
+    /// An entry's record (family byte, then attributes) in one allocation of the exact size.
+    static func record(family: UInt8, _ attributes: UnsafeRawBufferPointer) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: attributes.count + 1) { b, n in
             b[0] = family
             if let src = attributes.baseAddress { (b.baseAddress! + 1).update(from: src.assumingMemoryBound(to: UInt8.self), count: attributes.count) }
             n = attributes.count + 1
         }
-        return SentEntry(digest: TableDigest.entryDigest(e), record: record, recorded: now,
-                         deadline: e.timeout.map { now &+ UInt64($0) * 1_000_000_000 } ?? .max)
+    }
+
+    /// A dumped entry as a change.
+    static func change(_ e: ConntrackEntry, family: UInt8, attributes: UnsafeRawBufferPointer, at now: UInt64) -> Change {
+        Change(e, record: record(family: family, attributes), recorded: now)
     }
 
     /// Records a change the standbys are sent (nil: the entry is gone). Event loop.
-    func note(_ change: SentEntry?, for key: EntryKey) {
-        sent[key] = change
+    func note(_ change: Change?, for key: EntryKey) {
+        copy.put(key, change)
         if !dumpLogStart.isEmpty { dumpLog.append((key, change)) }
     }
 
@@ -161,11 +143,11 @@ public final class ActiveNode: @unchecked Sendable {
         return gapsSeen
     }
 
-    /// A full dump's entries become `sent`, with the changes since it began replayed on top.
-    func dumpEnds(_ id: ObjectIdentifier, entries: ShardedTable<SentEntry>, gapsAtStart: Int) {
-        var table = entries
-        for (k, v) in dumpLog[(dumpLogStart[id] ?? dumpLog.count)...] { table[k] = v }
-        sent = table
+    /// A full dump's entries become the copy, with the changes since it began replayed on top.
+    func dumpEnds(_ id: ObjectIdentifier, entries: SentCopy, gapsAtStart: Int) {
+        var fresh = entries
+        for (k, v) in dumpLog[(dumpLogStart[id] ?? dumpLog.count)...] { fresh.put(k, v) }
+        copy = fresh
         dumpLogStart[id] = nil
         if let first = dumpLogStart.values.min() {
             dumpLog.removeFirst(first)
@@ -182,12 +164,12 @@ public final class ActiveNode: @unchecked Sendable {
         guard !isStopped, !links.isEmpty || peers.contains(where: { $0.session?.isReady == true && !$0.bulkInProgress }) else { return }
         let loop = group.next()
         Thread { [self] in
-            var current: [EntryKey: (ConntrackEntry, SentEntry)] = [:]
+            var current: [EntryKey: (ConntrackEntry, Change)] = [:]
             do {
                 let now = Self.monotonic()
                 _ = try ConntrackTable().dumpRaw { family, attributes in
                     let e = try CtNetlinkCodec.decodeEntry(family: family, attributes: attributes)
-                    if filter(e) { current[EntryKey(e)] = (e, Self.sentEntry(e, family: family, attributes: attributes, at: now)) }
+                    if filter(e) { current[EntryKey(e)] = (e, Self.change(e, family: family, attributes: attributes, at: now)) }
                 }
             } catch {
                 logger.error("refresh dump failed: \(error)")
@@ -200,14 +182,14 @@ public final class ActiveNode: @unchecked Sendable {
                 var renewals = 0
                 let now = Self.monotonic(), horizon = UInt64(max(refresh, 1)) * 3 * 1_000_000_000
                 for (k, (e, fresh)) in current {
-                    guard let old = sent[k], old.digest == fresh.digest else {
-                        let kind: EventKind = sent[k] == nil ? .new : .update
+                    guard let old = copy[k], old.digest == fresh.digest else {
+                        let kind: EventKind = copy[k] == nil ? .new : .update
                         sends.append(FramePayload.entryRecord(fresh.record, kind))
                         changes.append((kind, e))
                         note(fresh, for: k)
                         continue
                     }
-                    if Self.needsRenewal(old, fresh, now: now, horizon: horizon) {
+                    if Self.needsRenewal(old.deadline, fresh.deadline, now: now, horizon: horizon) {
                         sends.append(FramePayload.entryRecord(fresh.record, .update))
                         renewals += 1
                         note(fresh, for: k)
@@ -215,11 +197,9 @@ public final class ActiveNode: @unchecked Sendable {
                     }
                     // Unchanged: the copy takes the kernel's timeout (a re-send starts from
                     // it); the standbys' copy still runs out when it did.
-                    var f = fresh
-                    f.deadline = old.deadline
-                    sent[k] = f
+                    if let t = fresh.timeout { copy.renew(k, timeout: t, recorded: fresh.recorded) }
                 }
-                for (k, _) in sent where current[k] == nil {
+                for (k, _) in copy.entries where current[k] == nil {
                     // Gone from the kernel without a destroy event: rebuild a minimal entry.
                     var e = ConntrackEntry(original: k.tuple, reply: k.tuple.inverted())
                     e.zone = k.zone == 0 ? nil : k.zone
@@ -257,7 +237,7 @@ public final class ActiveNode: @unchecked Sendable {
             case .ack: if let n = UInt64(bigEndianBytes: f.payload) { p.acked = n }
             case .digest:
                 guard let theirs = try? TableDigest.decode(f.payload), !p.bulkInProgress else { break }
-                let ours = TableDigest.digests(sent.map { (TableDigest.bucket(zone: $0.key.zone, tuple: $0.key.tuple), $0.value.digest) })
+                let ours = TableDigest.digests(copy.entries.map { (TableDigest.bucket(zone: $0.key.zone, tuple: $0.key.tuple), $0.value.digest) })
                 let differ = (0..<TableDigest.buckets).filter { theirs[$0] != ours[$0] }
                 if !differ.isEmpty { repair(buckets: differ, to: p) }
             case .resyncRequest: sendAll(to: p)
@@ -301,45 +281,42 @@ public final class ActiveNode: @unchecked Sendable {
         logger.info("\(what) sent", metadata: ["peer": "\(p.host):\(p.port)", "entries": "\(entries)"])
     }
 
-    /// A full transfer from the copy in memory (`sent`), no dump: timeouts shortened by the
-    /// time since each entry was read, entries whose timeout ran out left out. Sent a few
-    /// frames per turn of the event loop, so that events and acknowledgements go on.
+    /// A full transfer from the copy in memory, no dump: timeouts shortened by the time
+    /// since each entry was read, entries whose timeout ran out left out. Sent a few frames
+    /// per turn of the event loop, so that events and acknowledgements go on.
     func resend(to p: Peer) {
         guard let s = p.session, !p.bulkInProgress else { return }
         p.bulkInProgress = true
         p.resends += 1
         let loop = s.context!.eventLoop
-        // A copy that later events do not change (copy-on-write: nothing is copied unless
-        // an event arrives before the transfer ends).
-        let snapshot = sent
-        var position = ShardedTable<SentEntry>.Position()
-        var more = true
+        // A copy that later events do not change (copy-on-write: a chunk is copied only if
+        // an event changes it before the transfer ends).
+        let snapshot = copy.arena
+        var cursor = RecordArena.Cursor()
         let now = Self.monotonic()
         let batches = (s.peer?.features ?? 0) & Hello.entryBatches != 0
-        s.send(.bulkBegin, UInt64(snapshot.count).bigEndianBytes, flush: false)
+        s.send(.bulkBegin, UInt64(copy.count).bigEndianBytes, flush: false)
         var count = 0
         func step() {
             guard p.session === s else { return }
             var batch = EntryBatch(event: .new)
-            var frames = 0
-            while frames < 32 {
-                guard let (_, e) = snapshot.next(after: &position) else { more = false; break }
-                guard let timeout = Self.agedTimeout(e, now: now) else { continue }
+            let more = snapshot.forEachLive(from: &cursor, limit: 8192) { slot in
+                let r = slot.record
+                let timeout = slot.timeoutOffset.map { at in (0..<4).reduce(UInt32(0)) { $0 << 8 | UInt32(r[at + $1]) } }
+                guard let left = Self.timeoutLeft(timeout, recorded: slot.recorded, now: now) else { return }
                 count += 1
-                let attributes = e.record.count - 1
-                if batches && EntryBatch.fits(attributes) {
-                    if batch.isFull(adding: attributes) {
+                let attributes = UnsafeRawBufferPointer(rebasing: r[1...])
+                if batches && EntryBatch.fits(attributes.count) {
+                    if batch.isFull(adding: attributes.count) {
                         s.send(.entryBatch, batch.payload, flush: false)
-                        frames += 1
                         batch = EntryBatch(event: .new)
                     }
-                    let at = e.record.withUnsafeBytes { batch.append(family: $0[0], attributes: UnsafeRawBufferPointer(rebasing: $0[1...])) }
-                    if let (offset, value) = timeout { batch.setUInt32(value, at: at + offset) }
+                    let at = batch.append(family: r[0], attributes: attributes)
+                    if let left, let t = slot.timeoutOffset { batch.setUInt32(left, at: at + t - 1) }
                 } else {
-                    var record = e.record
-                    if let (offset, value) = timeout { for i in 0..<4 { record[1 + offset + i] = UInt8(truncatingIfNeeded: value >> (24 - 8 * UInt32(i))) } }
+                    var record = Array(r)
+                    if let left, let t = slot.timeoutOffset { for i in 0..<4 { record[t + i] = UInt8(truncatingIfNeeded: left >> (24 - 8 * UInt32(i))) } }
                     s.send(.entry, FramePayload.entryRecord(record, .new), flush: false)
-                    frames += 1
                 }
             }
             if !batch.isEmpty { s.send(.entryBatch, batch.payload, flush: false) }
@@ -349,19 +326,14 @@ public final class ActiveNode: @unchecked Sendable {
         step()
     }
 
-    /// The timeout an entry has left now: nil when it ran out (the standby would count it
-    /// as expired); .some(nil) when it needs no change (no time passed, or no timeout);
-    /// otherwise where its CTA_TIMEOUT value is in the attributes and the value to put there.
-    static func agedTimeout(_ e: SentEntry, now: UInt64) -> (offset: Int, value: UInt32)?? {
-        let elapsed = now > e.recorded ? (now - e.recorded) / 1_000_000_000 : 0
-        guard elapsed > 0 else { return .some(nil) }
-        guard let at = e.record.withUnsafeBytes({ CtNetlinkCodec.timeoutOffset(in: UnsafeRawBufferPointer(rebasing: $0[1...])) }) else {
-            return .some(nil)
-        }
-        let r = e.record
-        let t = UInt64(r[at + 1]) << 24 | UInt64(r[at + 2]) << 16 | UInt64(r[at + 3]) << 8 | UInt64(r[at + 4])
-        guard t > elapsed else { return nil }
-        return .some((at, UInt32(t - elapsed)))
+    /// The timeout an entry read at `recorded` with `timeout` has left `now`: nil when it
+    /// ran out (the standby would count it as expired); .some(nil) when it needs no change
+    /// (no time passed, or no timeout); otherwise the value to send.
+    static func timeoutLeft(_ timeout: UInt32?, recorded: UInt64, now: UInt64) -> UInt32?? {
+        let elapsed = now > recorded ? (now - recorded) / 1_000_000_000 : 0
+        guard elapsed > 0, let timeout else { return .some(nil) }
+        guard UInt64(timeout) > elapsed else { return nil }
+        return .some(UInt32(UInt64(timeout) - elapsed))
     }
 
     /// A full transfer from a fresh dump: BULK_BEGIN, every entry and expectation, BULK_END,
@@ -383,7 +355,7 @@ public final class ActiveNode: @unchecked Sendable {
             var chunk: [[UInt8]] = []
             var types: [FrameType] = []
             var batch = EntryBatch(event: .new)
-            var dumped = ShardedTable<SentEntry>()
+            var dumped = SentCopy()
             dumped.reserveCapacity(expected)
             var count = 0
             func ship() {
@@ -404,7 +376,7 @@ public final class ActiveNode: @unchecked Sendable {
                 _ = try table.dumpRaw { family, attributes in
                     let e = try CtNetlinkCodec.decodeEntry(family: family, attributes: attributes)
                     guard filter(e) else { return }
-                    let entry = Self.sentEntry(e, family: family, attributes: attributes, at: now)
+                    dumped.add(e, family: family, attributes: attributes, recorded: now)
                     if batches && EntryBatch.fits(attributes.count) {
                         if batch.isFull(adding: attributes.count) {
                             chunk.append(batch.payload); types.append(.entryBatch)
@@ -413,9 +385,8 @@ public final class ActiveNode: @unchecked Sendable {
                         }
                         batch.append(family: family, attributes: attributes)
                     } else {
-                        chunk.append(FramePayload.entryRecord(entry.record, .new)); types.append(.entry)
+                        chunk.append(FramePayload.entryRecord(Self.record(family: family, attributes), .new)); types.append(.entry)
                     }
-                    dumped[EntryKey(e)] = entry
                     count += 1
                     if chunk.count == 2048 { ship() }
                 }
@@ -449,14 +420,14 @@ public final class ActiveNode: @unchecked Sendable {
         let wanted = Set(buckets)
         let loop = s.context!.eventLoop
         Thread { [self] in
-            var byBucket: [Int: [(EntryKey, SentEntry)]] = [:]
+            var byBucket: [Int: [(EntryKey, Change)]] = [:]
             do {
                 let now = Self.monotonic()
                 _ = try ConntrackTable().dumpRaw { family, attributes in
                     let e = try CtNetlinkCodec.decodeEntry(family: family, attributes: attributes)
                     guard filter(e) else { return }
                     let b = TableDigest.bucket(zone: e.zone, tuple: e.original)
-                    if wanted.contains(b) { byBucket[b, default: []].append((EntryKey(e), Self.sentEntry(e, family: family, attributes: attributes, at: now))) }
+                    if wanted.contains(b) { byBucket[b, default: []].append((EntryKey(e), Self.change(e, family: family, attributes: attributes, at: now))) }
                 }
             } catch {
                 logger.error("anti-entropy dump failed: \(error)")
@@ -464,7 +435,7 @@ public final class ActiveNode: @unchecked Sendable {
             }
             loop.execute { [self] in
                 guard p.session === s, !p.bulkInProgress else { return }
-                for (k, _) in sent where wanted.contains(TableDigest.bucket(zone: k.zone, tuple: k.tuple)) { note(nil, for: k) }
+                for (k, _) in copy.entries where wanted.contains(TableDigest.bucket(zone: k.zone, tuple: k.tuple)) { note(nil, for: k) }
                 for b in buckets {
                     let items = byBucket[b] ?? []
                     s.send(.bulkBegin, UInt64(items.count).bigEndianBytes + UInt32(b).bigEndianBytes4, flush: false)
@@ -505,9 +476,7 @@ public final class ActiveNode: @unchecked Sendable {
                 guard let record = stream.lastRecord else { continue }
                 let payload = FramePayload.entryRecord(record, kind, observed: ExternalCache.now())
                 let key = EntryKey(e)
-                let now = Self.monotonic()
-                let change = kind == .destroy ? nil : SentEntry(digest: TableDigest.entryDigest(e), record: record, recorded: now,
-                                                                 deadline: e.timeout.map { now &+ UInt64($0) * 1_000_000_000 } ?? .max)
+                let change = kind == .destroy ? nil : Change(e, record: record, recorded: Self.monotonic())
                 loop.execute { [self] in
                     note(change, for: key)
                     for p in peers { deliver(p, .entry, payload) }
@@ -579,7 +548,7 @@ public final class ActiveNode: @unchecked Sendable {
     func bulk(to link: ConntrackdLink) {
         Thread { [self] in
             var entries: [ConntrackEntry] = []
-            var dumped = ShardedTable<SentEntry>()
+            var dumped = SentCopy()
             var expectations: [Expectation] = []
             do {
                 let table = try ConntrackTable()
@@ -588,7 +557,7 @@ public final class ActiveNode: @unchecked Sendable {
                     let e = try CtNetlinkCodec.decodeEntry(family: family, attributes: attributes)
                     guard filter(e) else { return }
                     entries.append(e)
-                    dumped[EntryKey(e)] = Self.sentEntry(e, family: family, attributes: attributes, at: now)
+                    dumped.add(e, family: family, attributes: attributes, recorded: now)
                 }
                 _ = try table.dumpExpectations { expectations.append($0) }
             } catch {
@@ -596,7 +565,7 @@ public final class ActiveNode: @unchecked Sendable {
                 return
             }
             link.sendAll(entries, expectations: expectations)
-            group.next().execute { [self] in if peers.isEmpty { sent = dumped } }
+            group.next().execute { [self] in if peers.isEmpty { copy = dumped } }
             logger.info("sent \(entries.count) entries to the conntrackd peer")
         }.start()
     }

@@ -29,51 +29,85 @@ func entry(port: UInt16, timeout: UInt32? = 120, mark: UInt32? = nil) -> Conntra
 final class CopyTests: XCTestCase {
     let second: UInt64 = 1_000_000_000
 
-    func sent(_ e: ConntrackEntry, recorded: UInt64) -> ActiveNode.SentEntry {
-        attributes(e).withUnsafeBytes { ActiveNode.sentEntry(e, family: 2, attributes: $0, at: recorded) }
+    func change(_ e: ConntrackEntry, recorded: UInt64) -> Change {
+        attributes(e).withUnsafeBytes { ActiveNode.change(e, family: 2, attributes: $0, at: recorded) }
     }
 
-    /// What a standby decodes from a copy re-sent at `now`.
-    func resent(_ s: ActiveNode.SentEntry, now: UInt64) throws -> ConntrackEntry? {
-        guard let timeout = ActiveNode.agedTimeout(s, now: now) else { return nil }
+    /// What a standby decodes from the copy re-sent at `now` (nil: left out).
+    func resent(_ copy: SentCopy, now: UInt64) throws -> [ConntrackEntry] {
         var batch = EntryBatch(event: .new)
-        let at = s.record.withUnsafeBytes { batch.append(family: $0[0], attributes: UnsafeRawBufferPointer(rebasing: $0[1...])) }
-        if let (offset, value) = timeout { batch.setUInt32(value, at: at + offset) }
-        let (_, entries) = try EntryPayload.decodeBatch(batch.payload)
-        return entries.first
+        var cursor = RecordArena.Cursor()
+        _ = copy.arena.forEachLive(from: &cursor, limit: .max) { slot in
+            let r = slot.record
+            let timeout = slot.timeoutOffset.map { at in (0..<4).reduce(UInt32(0)) { $0 << 8 | UInt32(r[at + $1]) } }
+            guard let left = ActiveNode.timeoutLeft(timeout, recorded: slot.recorded, now: now) else { return }
+            let at = batch.append(family: r[0], attributes: UnsafeRawBufferPointer(rebasing: r[1...]))
+            if let left, let t = slot.timeoutOffset { batch.setUInt32(left, at: at + t - 1) }
+        }
+        return try EntryPayload.decodeBatch(batch.payload).1
     }
 
-    func testARecordDecodesToTheEntryItWasMadeFrom() throws {
-        let e = entry(port: 1000, mark: 7)
-        XCTAssertEqual(try resent(sent(e, recorded: 50 * second), now: 50 * second), e)
+    func copy(_ entries: [ConntrackEntry], recorded: UInt64) -> SentCopy {
+        var c = SentCopy()
+        for e in entries { c.put(EntryKey(e), change(e, recorded: recorded)) }
+        return c
+    }
+
+    func testTheCopyGivesBackTheEntriesItWasGiven() throws {
+        let es = [entry(port: 1000, mark: 7), entry(port: 1001, timeout: nil)]
+        XCTAssertEqual(Set(try resent(copy(es, recorded: 50 * second), now: 50 * second).map(\.original.sourcePort)), [1000, 1001])
+        XCTAssertEqual(try resent(copy(es, recorded: 50 * second), now: 50 * second).sorted { $0.original.sourcePort < $1.original.sourcePort }, es)
     }
 
     func testAReSentCopyHasItsTimeoutShortenedByTheTimeSince() throws {
-        let s = sent(entry(port: 1000, timeout: 100), recorded: 10 * second)
-        XCTAssertEqual(try resent(s, now: 40 * second + 5)?.timeout, 70)
+        let c = copy([entry(port: 1000, timeout: 100)], recorded: 10 * second)
+        XCTAssertEqual(try resent(c, now: 40 * second + 5).first?.timeout, 70)
     }
 
     func testAnEntryWhoseTimeoutRanOutIsLeftOut() throws {
-        let s = sent(entry(port: 1000, timeout: 20), recorded: 10 * second)
-        XCTAssertNil(try resent(s, now: 40 * second))
+        XCTAssertEqual(try resent(copy([entry(port: 1000, timeout: 20)], recorded: 10 * second), now: 40 * second), [])
+    }
+
+    func testAReplacedOrRemovedEntryIsNoLongerInTheCopy() throws {
+        var c = copy([entry(port: 1), entry(port: 2)], recorded: 0)
+        c.put(EntryKey(entry(port: 1)), change(entry(port: 1, mark: 9), recorded: 0))
+        c.put(EntryKey(entry(port: 2)), nil)
+        XCTAssertEqual(try resent(c, now: 0), [entry(port: 1, mark: 9)])
+        XCTAssertEqual(c.count, 1)
+    }
+
+    func testARenewedTimeoutIsWhatAReSendStartsFrom() throws {
+        var c = copy([entry(port: 1, timeout: 30)], recorded: 0)
+        c.renew(EntryKey(entry(port: 1)), timeout: 120, recorded: 20 * second)
+        XCTAssertEqual(try resent(c, now: 30 * second).first?.timeout, 110)
+    }
+
+    func testCompactionKeepsEveryLiveEntry() throws {
+        // 200000 updates of 1000 entries (about 28 MiB of slots) leave far more dead slots
+        // than live ones: chunks are compacted as it goes, and the copy still holds exactly
+        // the last version of each.
+        var c = SentCopy()
+        for round in 0..<200 {
+            for p in 0..<1000 { c.put(EntryKey(entry(port: UInt16(p))), change(entry(port: UInt16(p), mark: UInt32(round)), recorded: 0)) }
+        }
+        XCTAssertLessThan(c.arena.usedBytes, 7 << 20)
+        let got = try resent(c, now: 0)
+        XCTAssertEqual(got.count, 1000)
+        XCTAssertEqual(Set(got.map(\.mark)), [199])
+        XCTAssertEqual(Set(got.map(\.original.sourcePort)).count, 1000)
     }
 
     func testAnEntryKeptAliveByTrafficIsSentAgainBeforeTheStandbysCopyRunsOut() {
-        let old = sent(entry(port: 1000, timeout: 120), recorded: 0)              // runs out at 120 s
-        let fresh = sent(entry(port: 1000, timeout: 118), recorded: 100 * second)  // the kernel: 218 s
+        let old = SentCopy.deadline(120, 0)                      // runs out at 120 s
+        let fresh = SentCopy.deadline(118, 100 * second)         // the kernel: 218 s
         XCTAssertTrue(ActiveNode.needsRenewal(old, fresh, now: 100 * second, horizon: 30 * second))
         XCTAssertFalse(ActiveNode.needsRenewal(old, fresh, now: 50 * second, horizon: 30 * second), "not yet near its end")
     }
 
     func testAnEntryCountingDownIsNotSentAgain() {
-        let old = sent(entry(port: 1000, timeout: 120), recorded: 0)
-        let fresh = sent(entry(port: 1000, timeout: 20), recorded: 100 * second + second / 2)   // rounding: 120.5 s
+        let old = SentCopy.deadline(120, 0)
+        let fresh = SentCopy.deadline(20, 100 * second + second / 2)   // rounding: 120.5 s
         XCTAssertFalse(ActiveNode.needsRenewal(old, fresh, now: 100 * second, horizon: 30 * second))
-    }
-
-    func testAnEntryWithoutATimeoutGoesAsItWas() throws {
-        let e = entry(port: 1000, timeout: nil)
-        XCTAssertEqual(try resent(sent(e, recorded: 0), now: 99 * second), e)
     }
 }
 
