@@ -21,7 +21,7 @@ ctsync=${CTSYNC:-.build/release/ctsync}
 out=contrib/bench/out
 mkdir -p "$out"
 
-[ -x "$ctsync" ] || swift build -c release >&2
+[ -x "$ctsync" ] || make release >&2
 if [ ! -s "$a" ] || [ ! -s "$b" ]; then
   echo "diff-bench: writing $n-entry snapshots to $tmp" >&2
   python3 contrib/bench/make_snapshots.py "$n" "$a" "$b"

@@ -12,7 +12,7 @@ prerequisites() {
   [ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
   local bin
   bin=$(realpath -e "${CTSYNC:-.build/release/ctsync}" 2>/dev/null) ||
-    die "no ctsync at ${CTSYNC:-.build/release/ctsync} (swift build -c release, or set CTSYNC)"
+    die "no ctsync at ${CTSYNC:-.build/release/ctsync} (make release, or set CTSYNC)"
   [ -x "$bin" ] || die "$bin is not executable"
   local tool
   for tool in conntrack nft ip awk sed python3; do

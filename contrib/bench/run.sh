@@ -28,7 +28,7 @@ say() { echo "bench: $*" >&2; }
 # --- Prerequisites -----------------------------------------------------------------
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces, sysctls)"
 ctsync=$(realpath -e "${CTSYNC:-.build/release/ctsync}" 2>/dev/null) ||
-  die "no ctsync at ${CTSYNC:-.build/release/ctsync} (swift build -c release, or set CTSYNC)"
+  die "no ctsync at ${CTSYNC:-.build/release/ctsync} (make release, or set CTSYNC)"
 [ -x "$ctsync" ] || die "$ctsync is not executable"
 for tool in gcc pkg-config conntrack nft ip awk; do
   command -v "$tool" >/dev/null || die "$tool not found"
