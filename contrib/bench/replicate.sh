@@ -4,11 +4,12 @@
 #         ctsync:     `ctsync replicate active` started beside a waiting standby, timed from
 #                     the active's start (its kernel dump and the bulk transfer) until the
 #                     standby's `status` shows the N entries and no bulk in progress; and a
-#                     re-send between nodes already in step (`ctsync replicate resync`)
-#         conntrackd: FTFW over UDP, `conntrackd -n` on the standby (a resync of the
-#                     active's internal cache, which it dumped from its kernel at start),
-#                     timed until the standby's external cache holds N; its start-up dump
-#                     is timed too, for a figure counted from the start like ctsync's
+#                     re-send to a standby that asks for everything (`ctsync replicate
+#                     resync` on the standby: the active sends its copy in memory)
+#         conntrackd: FTFW over UDP, its start-up dump (the active's internal cache polled
+#                     until it holds N), then `conntrackd -n` on the standby (a resync of
+#                     that internal cache) until its external cache holds N
+#         Both are polled by one waiter started before each timed step (wait.py below)
 #   (b) commit of the standby's cache into its empty kernel table
 #         `ctsync replicate commit`  against  `conntrackd -c`
 #   (c) event-to-standby latency under a steady stream of new connections (RATE/s for
@@ -499,7 +500,7 @@ for run in $(seq "$runs"); do
   waiter_result
   read -r t polls tb2 < "$tmp/wait.out"
   ct_resync+=("$t")
-  [ "$run" = 1 ] && ct_resync_check="standby \"$(ct_status "$tmp/standby.sock" | grep '^cache')\"; the first poll to see the bulk in progress at $(secs "$tb2") s"
+  [ "$run" = 1 ] && ct_resync_check="standby \"$(ct_status "$tmp/standby.sock" | grep '^cache')\"; active \"$(ct_status "$tmp/active.sock" | grep -o 'bulk transfers [0-9]*, copies re-sent [0-9]*')\"; the first poll to see the transfer in progress at $(secs "$tb2") s"
   say "ctsync resync: $(secs "$t") s ($polls polls, bulk in progress seen first at $(secs "$tb2") s)"
 
   # (b) commit into the standby's empty table.
@@ -638,16 +639,15 @@ rate_ct=$(med "${ct_rate[@]}"); rate_cd=$(med "${cd_rate[@]}")
 {
   echo "| stage | ctsync | s | conntrackd | s | ratio conntrackd/ctsync | check (run 1) |"
   echo "|---|---|---|---|---|---|---|"
-  echo "| (a) replication of $n entries into the standby's cache | active started → standby \`status\` shows them, no bulk in progress (kernel dump + bulk) | $(secs "$r_ct") | \`conntrackd -n\` on the standby → external cache holds them (resync of the internal cache) | $(secs "$r_cd") | $(ratio "$r_cd" "$r_ct") | ctsync: $ct_check. conntrackd: $cd_check |"
-  echo "| (a′) the same, both counted from the active's start | as above | $(secs "$r_ct") | active's start-up dump ($(secs "$r_boot") s) + \`conntrackd -n\` | $(secs "$r_cdt") | $(ratio "$r_cdt" "$r_ct") | internal cache polled every 20 ms until it held $n |"
-  echo "| (a″) re-send between nodes in step | \`ctsync replicate resync\` (standby asks, active re-dumps its kernel) | $(secs "$r_rs") | \`conntrackd -n\` (active re-sends its internal cache) | $(secs "$r_cd") | $(ratio "$r_cd" "$r_rs") | ctsync: $ct_resync_check |"
+  echo "| (a) replication of $n entries from the active's kernel into the standby's cache, counted from the active's start | \`ctsync replicate active\` started → the standby's \`status\` shows them, no transfer in progress (its kernel dump and the bulk transfer, overlapped) | $(secs "$r_ct") | \`conntrackd\` started on the active (its start-up dump into its internal cache, $(secs "$r_boot") s) + \`conntrackd -n\` on the standby until its external cache holds them ($(secs "$r_cd") s) | $(secs "$r_cdt") | $(ratio "$r_cdt" "$r_ct") | ctsync: $ct_check. conntrackd: $cd_check |"
+  echo "| (a″) re-send to a standby that asks for everything again | \`ctsync replicate resync\` on the standby (the active re-sends its copy in memory, no dump) | $(secs "$r_rs") | \`conntrackd -n\` on the standby (the active re-sends its internal cache) | $(secs "$r_cd") | $(ratio "$r_cd" "$r_rs") | ctsync: $ct_resync_check |"
   echo "| (b) commit of $n entries into the standby's empty table | \`ctsync replicate commit\` | $(secs "$c_ct") | \`conntrackd -c\` | $(secs "$c_cd") | $(ratio "$c_cd" "$c_ct") | ctsync: $ct_commit_check. conntrackd: $cd_commit_check |"
   echo "| (c) age of the newest entry in the standby's cache under $gen_rate new connections/s (ms: median / p99 / max over polls) | ctsync, $rate_ct/s achieved | ${l_ct[0]} / ${l_ct[1]} / ${l_ct[2]} ms | conntrackd, $rate_cd/s achieved | ${l_cd[0]} / ${l_cd[1]} / ${l_cd[2]} ms | $(ratio "${l_cd[0]}" "${l_ct[0]}") (medians) | ctsync: $ct_lat_check. conntrackd: $cd_lat_check |"
   echo "| (c) ctsync's own per-entry latency (kernel start to standby) | \`ctsync replicate status\` | $ct_own_latency | — | — | — | |"
   echo
-  echo "N=$n, $( [ "$runs" = 1 ] && echo "one run" || echo "median of $runs runs"). Times from bash EPOCHREALTIME; the standbys polled every $(( poll_us / 1000 )) ms"
-  echo "(ctsync: \`ctsync replicate status\`, about 10 ms a call; conntrackd: \`conntrackd -s cache\`, about 2 ms, except after"
-  echo "\`conntrackd -n\` in (a), polled as fast as it answers, as in load.sh), so (a) figures are good to about one poll. Entries loaded with \`ctsync snapshot load --keep-timeouts\`, timeouts"
+  echo "N=$n, $( [ "$runs" = 1 ] && echo "one run" || echo "median of $runs runs"). Times from bash EPOCHREALTIME; in (a) the caches polled every $(( poll_us / 1000 )) ms"
+  echo "by one waiter (wait.py) started before each timed step and speaking both daemons' control sockets directly (ctsync: \`status\`;"
+  echo "conntrackd: STATS_CACHE), about 0.1 ms a poll, so (a) figures are good to about one poll. Entries loaded with \`ctsync snapshot load --keep-timeouts\`, timeouts"
   echo "of 30 s and 120 s raised to an hour. (c): one UDP datagram per new tuple from a Python generator in the active"
   echo "namespace (one socket, sendto, bursts every ~1 ms), $gen_secs s at $gen_rate/s; both standbys polled every $(( lat_poll_us / 1000 )) ms through"
   echo "their control sockets from one Python loop (no client process). The age is the time a poll returned minus the time the"
