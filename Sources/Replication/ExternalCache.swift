@@ -76,14 +76,14 @@ public final class ExternalCache: @unchecked Sendable {
 
     /// A batch of new or updated entries: those the cache holds unchanged (`held[i]`) only
     /// take their new timeout, arrival time and transfer; the others are stored as decoded
-    /// (`decoded[i]`). Returns the indices of unchanged ones that were changed or removed
+    /// (`decoded[i]`; `decoded` is empty when none is). Returns the indices of unchanged ones that were changed or removed
     /// meanwhile (to be decoded and applied by the caller).
     func applyBatch(_ records: [RecordSummary], held: [Stored?], decoded: [ConntrackEntry?], at now: UInt64) -> [Int] {
         lock.withLock {
             eventsApplied += records.count
             var missed: [Int] = []
             for (i, r) in records.enumerated() {
-                if let e = decoded[i] {
+                if !decoded.isEmpty, let e = decoded[i] {
                     store(.new, r.key, e, now, recordHash: r.hash)
                 } else if let s = held[i], s.recordHash == r.hash, !s.removed {
                     s.entry.timeout = r.timeout

@@ -111,9 +111,14 @@ final class Session: ChannelInboundHandler, @unchecked Sendable {
         guard let context else { return }
         guard type == .hello || sessionKey != nil else { return }
         sent += 1
-        let bytes = FrameCodec.encode(Frame(type: type, sequence: sent, payload: payload), key: type == .hello ? psk : sessionKey!)
-        var buf = context.channel.allocator.buffer(capacity: bytes.count)
-        buf.writeBytes(bytes)
+        let key = type == .hello ? psk : sessionKey!
+        // Header and payload go straight into the buffer, and the MAC is taken over it there
+        // (FrameCodec.encode's layout, without two more copies of every payload).
+        var buf = context.channel.allocator.buffer(capacity: FrameCodec.headerSize + payload.count + FrameCodec.macSize)
+        buf.writeBytes(FrameCodec.header(type: type, sequence: sent, length: payload.count))
+        buf.writeBytes(payload)
+        let mac = buf.withUnsafeReadableBytes { key.mac(bytes: $0) }
+        buf.writeBytes(mac)
         context.write(wrapOutboundOut(buf), promise: nil)
         if flush { context.flush() }
     }

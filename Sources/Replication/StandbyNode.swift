@@ -216,8 +216,12 @@ public final class StandbyNode: @unchecked Sendable {
                 throw FrameError("entry batch record \(i + 1) of \(records.count): \(error)")
             }
         }
-        var decoded = [ConntrackEntry?](repeating: nil, count: records.count)
-        for i in records.indices where held[i] == nil { decoded[i] = try decode(i) }
+        // Only when some need decoding (none do when a table in step is sent again).
+        var decoded: [ConntrackEntry?] = []
+        if held.contains(where: { $0 == nil }) {
+            decoded = [ConntrackEntry?](repeating: nil, count: records.count)
+            for i in records.indices where held[i] == nil { decoded[i] = try decode(i) }
+        }
         for i in cache.applyBatch(summaries, held: held, decoded: decoded, at: now) {
             if let e = try? decode(i) { cache.apply(.new, e, at: now) }
         }

@@ -71,12 +71,18 @@ public enum FrameCodec {
     public static let maxPayload = 1 << 20
 
     public static func encode(_ f: Frame, key: HMACKey) -> [UInt8] {
-        var out = magic + [version, f.type.rawValue, 0, 0]
-        let n = UInt32(f.payload.count)
-        out += [UInt8(n >> 24), UInt8((n >> 16) & 0xff), UInt8((n >> 8) & 0xff), UInt8(n & 0xff)]
-        for i in 0..<8 { out.append(UInt8(truncatingIfNeeded: f.sequence >> (56 - 8 * UInt64(i)))) }
+        var out = header(type: f.type, sequence: f.sequence, length: f.payload.count)
         out += f.payload
         out += key.mac([out[...]])
+        return out
+    }
+
+    /// The 20 header bytes of a frame (the MAC then covers them and the payload).
+    public static func header(type: FrameType, sequence: UInt64, length: Int) -> [UInt8] {
+        var out = magic + [version, type.rawValue, 0, 0]
+        let n = UInt32(length)
+        out += [UInt8(n >> 24), UInt8((n >> 16) & 0xff), UInt8((n >> 8) & 0xff), UInt8(n & 0xff)]
+        for i in 0..<8 { out.append(UInt8(truncatingIfNeeded: sequence >> (56 - 8 * UInt64(i)))) }
         return out
     }
 }

@@ -152,6 +152,16 @@ public struct HMACKey: Sendable {
 
     public func mac<C: Collection>(_ data: C) -> [UInt8] where C.Element == UInt8 { mac([ArraySlice(Array(data))]) }
 
+    /// The MAC of bytes in place (no copy into an array first).
+    public func mac(bytes: UnsafeRawBufferPointer) -> [UInt8] {
+        if let fast = HMACKey.accelerated { return fast(key, bytes) }
+        var i = inner
+        i.update(bytes: bytes.bindMemory(to: UInt8.self))
+        var o = outer
+        o.update(i.finish())
+        return o.finish()
+    }
+
     /// Compares in time independent of where the first difference is.
     public static func equal(_ a: ArraySlice<UInt8>, _ b: [UInt8]) -> Bool {
         guard a.count == b.count else { return false }
