@@ -280,6 +280,21 @@ public enum CtNetlinkCodec {
 
     // MARK: - Encoding
 
+    /// An entry's attributes as a dump carries them (both tuples, status, timeout, mark,
+    /// zone, protocol state, labels): the inverse of `decodeEntry` for those fields.
+    static func encodeEntryAttributes(_ e: ConntrackEntry) -> [UInt8] {
+        var b = MessageBuilder()
+        encodeTuple(e.original, as: CTA.tupleOrig, into: &b)
+        encodeTuple(e.reply, as: CTA.tupleReply, into: &b)
+        if let s = e.status { b.attrBE32(CTA.status, s.rawValue) }
+        if let t = e.timeout { b.attrBE32(CTA.timeout, t) }
+        if let m = e.mark { b.attrBE32(CTA.mark, m) }
+        if let z = e.zone { b.attrBE16(CTA.zone, z) }
+        if let p = e.protoInfo { encodeProtoInfo(p, into: &b) }
+        if let l = e.labels { b.attr(CTA.labels, l.wireBytes) }
+        return b.bytes
+    }
+
     static func encodeTuple(_ t: Tuple, as type: UInt16, into b: inout MessageBuilder) {
         b.beginNest(type)
         b.beginNest(CTA.Tuple.ip)

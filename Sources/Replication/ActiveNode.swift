@@ -159,6 +159,15 @@ public final class ActiveNode: @unchecked Sendable {
         sentComplete = gapsSeen == gapsAtStart
     }
 
+    /// Dumps the kernel's table and hands `body` each entry the filter keeps: decoded, and
+    /// as the family and attributes it came in.
+    func dumpKept(_ table: ConntrackTable, _ body: (ConntrackEntry, UInt8, UnsafeRawBufferPointer) throws -> Void) throws {
+        _ = try table.dumpRaw { family, attributes in
+            let e = try CtNetlinkCodec.decodeEntry(family: family, attributes: attributes)
+            if filter(e) { try body(e, family, attributes) }
+        }
+    }
+
     func compareWithKernel() {
         let links = lock.withLock { conntrackd }
         guard !isStopped, !links.isEmpty || peers.contains(where: { $0.session?.isReady == true && !$0.bulkInProgress }) else { return }
@@ -167,9 +176,8 @@ public final class ActiveNode: @unchecked Sendable {
             var current: [EntryKey: (ConntrackEntry, Change)] = [:]
             do {
                 let now = Self.monotonic()
-                _ = try ConntrackTable().dumpRaw { family, attributes in
-                    let e = try CtNetlinkCodec.decodeEntry(family: family, attributes: attributes)
-                    if filter(e) { current[EntryKey(e)] = (e, Self.change(e, family: family, attributes: attributes, at: now)) }
+                try dumpKept(ConntrackTable()) { e, family, attributes in
+                    current[EntryKey(e)] = (e, Self.change(e, family: family, attributes: attributes, at: now))
                 }
             } catch {
                 logger.error("refresh dump failed: \(error)")
@@ -373,9 +381,7 @@ public final class ActiveNode: @unchecked Sendable {
                 let now = Self.monotonic()
                 // Entries travel as the kernel dumped them (no re-encoding); decoded here only
                 // for the filter and the digest of what was sent.
-                _ = try table.dumpRaw { family, attributes in
-                    let e = try CtNetlinkCodec.decodeEntry(family: family, attributes: attributes)
-                    guard filter(e) else { return }
+                try dumpKept(table) { e, family, attributes in
                     dumped.add(e, family: family, attributes: attributes, recorded: now)
                     if batches && EntryBatch.fits(attributes.count) {
                         if batch.isFull(adding: attributes.count) {
@@ -423,9 +429,7 @@ public final class ActiveNode: @unchecked Sendable {
             var byBucket: [Int: [(EntryKey, Change)]] = [:]
             do {
                 let now = Self.monotonic()
-                _ = try ConntrackTable().dumpRaw { family, attributes in
-                    let e = try CtNetlinkCodec.decodeEntry(family: family, attributes: attributes)
-                    guard filter(e) else { return }
+                try dumpKept(ConntrackTable()) { e, family, attributes in
                     let b = TableDigest.bucket(zone: e.zone, tuple: e.original)
                     if wanted.contains(b) { byBucket[b, default: []].append((EntryKey(e), Self.change(e, family: family, attributes: attributes, at: now))) }
                 }
@@ -553,9 +557,7 @@ public final class ActiveNode: @unchecked Sendable {
             do {
                 let table = try ConntrackTable()
                 let now = Self.monotonic()
-                _ = try table.dumpRaw { family, attributes in
-                    let e = try CtNetlinkCodec.decodeEntry(family: family, attributes: attributes)
-                    guard filter(e) else { return }
+                try dumpKept(table) { e, family, attributes in
                     entries.append(e)
                     dumped.add(e, family: family, attributes: attributes, recorded: now)
                 }

@@ -6,21 +6,12 @@ import ReplicationProtocol
 /// attributes as dumped (decoded here with the netlink codec, bounds-checked).
 enum EntryPayload {
     static func decode(_ p: [UInt8]) throws -> (EventKind, ConntrackEntry, UInt64?) {
-        guard let first = p.first else { throw FrameError("empty entry frame") }
-        guard first & FramePayload.netlinkFormat != 0 else { return try FramePayload.decodeEntryWithTime(p) }
-        let events: [EventKind] = [.new, .update, .destroy]
-        guard Int(first & 0x3f) < events.count else { throw FrameError("entry frame without a valid event byte") }
-        var at = 1
-        var observed: UInt64?
-        if first & 0x80 != 0 {
-            guard p.count >= 9 else { throw FrameError("entry frame cut off in its time") }
-            observed = p[1..<9].reduce(0) { $0 << 8 | UInt64($1) }
-            at = 9
-        }
-        guard p.count > at else { throw FrameError("entry frame without its address family") }
+        let h = try FramePayload.header(p)
+        guard h.netlink else { return try FramePayload.decodeEntryWithTime(p) }
+        guard p.count > h.body else { throw FrameError("entry frame without its address family") }
         do {
-            let e = try p.withUnsafeBytes { try CtNetlinkCodec.decodeEntry(family: p[at], attributes: UnsafeRawBufferPointer(rebasing: $0[(at + 1)...])) }
-            return (events[Int(first & 0x3f)], e, observed)
+            let e = try p.withUnsafeBytes { try CtNetlinkCodec.decodeEntry(family: p[h.body], attributes: UnsafeRawBufferPointer(rebasing: $0[(h.body + 1)...])) }
+            return (h.event, e, h.observed)
         } catch {
             throw FrameError("entry frame (netlink attributes): \(error)")
         }

@@ -239,20 +239,21 @@ public enum FramePayload {
         return (k, e)
     }
 
+    /// The event byte and optional time of an entry payload: the event, the time, whether
+    /// the entry is netlink attributes (else JSON), and where the entry starts.
+    public static func header(_ p: [UInt8]) throws -> (event: EventKind, observed: UInt64?, netlink: Bool, body: Int) {
+        guard let first = p.first, Int(first & 0x3f) < events.count else { throw FrameError("entry frame without a valid event byte") }
+        guard first & 0x80 != 0 else { return (events[Int(first & 0x3f)], nil, first & netlinkFormat != 0, 1) }
+        guard p.count >= 9 else { throw FrameError("entry frame cut off in its time") }
+        return (events[Int(first & 0x3f)], p[1..<9].reduce(0) { $0 << 8 | UInt64($1) }, first & netlinkFormat != 0, 9)
+    }
+
     public static func decodeEntryWithTime(_ p: [UInt8]) throws -> (EventKind, ConntrackEntry, UInt64?) {
-        guard let first = p.first, first & netlinkFormat == 0, Int(first & 0x7f) < events.count else {
-            throw FrameError("entry frame without a valid event byte")
-        }
-        var start = 1
-        var observed: UInt64?
-        if first & 0x80 != 0 {
-            guard p.count >= 9 else { throw FrameError("entry frame cut off in its time") }
-            observed = p[1..<9].reduce(0) { $0 << 8 | UInt64($1) }
-            start = 9
-        }
+        let h = try header(p)
+        guard !h.netlink else { throw FrameError("entry frame of netlink attributes where JSON was expected") }
         do {
-            let (e, _) = try p.withUnsafeBufferPointer { try ConntrackJSON.decode(bytes: UnsafeBufferPointer(rebasing: $0[start...])) }
-            return (events[Int(first & 0x7f)], e, observed)
+            let (e, _) = try p.withUnsafeBufferPointer { try ConntrackJSON.decode(bytes: UnsafeBufferPointer(rebasing: $0[h.body...])) }
+            return (h.event, e, h.observed)
         } catch {
             throw FrameError("entry frame: \(error)")
         }

@@ -4,18 +4,7 @@ import XCTest
 
 /// The netlink codec works on bytes only: encode with MessageBuilder, decode, compare.
 final class CodecTests: XCTestCase {
-    func encodeEntryAttributes(_ e: ConntrackEntry) -> [UInt8] {
-        var b = MessageBuilder()
-        CtNetlinkCodec.encodeTuple(e.original, as: CTA.tupleOrig, into: &b)
-        CtNetlinkCodec.encodeTuple(e.reply, as: CTA.tupleReply, into: &b)
-        if let s = e.status { b.attrBE32(CTA.status, s.rawValue) }
-        if let t = e.timeout { b.attrBE32(CTA.timeout, t) }
-        if let m = e.mark { b.attrBE32(CTA.mark, m) }
-        if let z = e.zone { b.attrBE16(CTA.zone, z) }
-        if let p = e.protoInfo { CtNetlinkCodec.encodeProtoInfo(p, into: &b) }
-        if let l = e.labels { b.attr(CTA.labels, l.wireBytes) }
-        return b.bytes
-    }
+    func encodeEntryAttributes(_ e: ConntrackEntry) -> [UInt8] { CtNetlinkCodec.encodeEntryAttributes(e) }
 
     func sample() -> ConntrackEntry {
         let o = Tuple(source: IPAddress("2001:db8::1")!, destination: IPAddress("2001:db8::2")!, l4proto: 6,

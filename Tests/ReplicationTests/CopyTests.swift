@@ -5,16 +5,7 @@ import ReplicationProtocol
 import XCTest
 
 /// Netlink attributes of an entry, as the kernel would dump them (the fields these tests need).
-func attributes(_ e: ConntrackEntry) -> [UInt8] {
-    var b = MessageBuilder()
-    CtNetlinkCodec.encodeTuple(e.original, as: CTA.tupleOrig, into: &b)
-    CtNetlinkCodec.encodeTuple(e.reply, as: CTA.tupleReply, into: &b)
-    if let s = e.status { b.attrBE32(CTA.status, s.rawValue) }
-    if let t = e.timeout { b.attrBE32(CTA.timeout, t) }
-    if let m = e.mark { b.attrBE32(CTA.mark, m) }
-    if let z = e.zone { b.attrBE16(CTA.zone, z) }
-    return b.bytes
-}
+func attributes(_ e: ConntrackEntry) -> [UInt8] { CtNetlinkCodec.encodeEntryAttributes(e) }
 
 func entry(port: UInt16, timeout: UInt32? = 120, mark: UInt32? = nil) -> ConntrackEntry {
     let o = Tuple(source: IPAddress("192.0.2.1")!, destination: IPAddress("198.51.100.7")!, l4proto: 17,

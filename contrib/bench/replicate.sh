@@ -296,19 +296,15 @@ PY
 # timed). ctsync: the standby's `status` shows "cache N entries, 0 expectations, BULKS bulk
 # transfers" and no bulk in progress; conntrackd: the "cache:WHICH" line (internal or
 # external) of STATS_CACHE counts N. Prints "seconds polls seconds-to-first-bulk-seen".
-cat > "$tmp/wait.py" <<'PY'
-import os, re, socket, struct, sys, time
-kind, path, which, want, bulks = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-go, limit, period = sys.argv[6], float(sys.argv[7]), float(sys.argv[8]) / 1e6
-open(go + ".ready", "w").close()
-while not os.path.exists(go):
-    time.sleep(0.0005)
-t0 = int(open(go).read()) / 1e6
-req = b"status\n" if kind == "ctsync" else struct.pack("=i", 29)
-done_line = "\ncache %d entries, 0 expectations, %d bulk transfers\n" % (want, bulks)
-pat = re.compile(r"^cache:%s\s.*?(\d+)\s*$" % which, re.M)
-polls, inbulk, nxt, txt = 0, 0.0, time.time(), ""
-while True:
+cat > "$tmp/ctl.py" <<'PY'
+import socket, struct
+
+def request(kind):
+    """What each daemon's own client sends: ctsync's `status`; conntrackd's STATS_CACHE (29)."""
+    return b"status\n" if kind == "ctsync" else struct.pack("=i", 29)
+
+def ask(path, req):
+    """One request on a control socket; the whole answer as text, "" when it cannot connect."""
     try:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.connect(path)
@@ -320,9 +316,25 @@ while True:
                 break
             buf += d
         s.close()
-        txt = buf.decode(errors="replace")
+        return buf.decode(errors="replace")
     except OSError:
-        txt = ""
+        return ""
+PY
+cat > "$tmp/wait.py" <<'PY'
+import os, re, sys, time
+from ctl import ask, request
+kind, path, which, want, bulks = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+go, limit, period = sys.argv[6], float(sys.argv[7]), float(sys.argv[8]) / 1e6
+open(go + ".ready", "w").close()
+while not os.path.exists(go):
+    time.sleep(0.0005)
+t0 = int(open(go).read()) / 1e6
+req = request(kind)
+done_line = "\ncache %d entries, 0 expectations, %d bulk transfers\n" % (want, bulks)
+pat = re.compile(r"^cache:%s\s.*?(\d+)\s*$" % which, re.M)
+polls, inbulk, nxt, txt = 0, 0.0, time.time(), ""
+while True:
+    txt = ask(path, req)
     now = time.time()
     polls += 1
     if kind == "ctsync":
@@ -348,31 +360,17 @@ PY
 # instead of a process start (10 ms of CPU for ctsync's client, 2 ms for conntrackd's) that
 # would compete with the daemons and the generator for the two CPUs and blur the timing.
 cat > "$tmp/poll.py" <<'PY'
-import os, re, socket, struct, sys, time
+import os, re, sys, time
+from ctl import ask, request
 kind, path, stop, period = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]) / 1e6
-req = b"status\n" if kind == "ctsync" else struct.pack("=i", 29)
+req = request(kind)
 pat = re.compile(r"^cache (\d+) entries" if kind == "ctsync" else r"^cache:external\s.*?(\d+)\s*$", re.M)
 out = sys.stdout
 nxt = time.time()
 while not os.path.exists(stop) and os.path.isdir(os.path.dirname(stop)):
     a = time.time()
-    c = "x"
-    try:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(path)
-        s.sendall(req)
-        buf = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            buf += d
-        s.close()
-        m = pat.search(buf.decode(errors="replace"))
-        if m:
-            c = m.group(1)
-    except OSError:
-        pass
+    m = pat.search(ask(path, req))
+    c = m.group(1) if m else "x"
     b = time.time()
     out.write("%.6f %.6f %s\n" % (a, b, c))
     out.flush()
