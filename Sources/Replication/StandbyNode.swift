@@ -47,6 +47,9 @@ public final class StandbyNode: @unchecked Sendable {
     /// Event-to-standby latencies (ns) of new entries that carry their kernel start time
     /// (nf_conntrack_timestamp=1 on the active node): the last 100000.
     private var latencies: [UInt64] = []
+    /// Their quantiles as last computed: at most once a second, since sorting 100000 samples
+    /// on every `status` call (every 10 ms under a poller) cost a millisecond or more each.
+    private var latencySummary: (computed: UInt64, quantiles: LatencyQuantiles)?
     private var latencyNext = 0
     private var injector: ConntrackTable?
     private var channel: Channel?
@@ -258,10 +261,26 @@ public final class StandbyNode: @unchecked Sendable {
         return sessions.count + links.count
     }
 
-    public func status(maxLag: UInt64 = 0) -> NodeStatus {
-        // Sorted outside the lock: frame handling takes it for every new entry, and a sort
-        // of 100000 samples under it had stalled replication by milliseconds per status call.
+    struct LatencyQuantiles {
+        var count: Int
+        var median, p99, max: UInt64
+    }
+
+    /// The latency quantiles, recomputed at most once a second. Sorted outside the lock:
+    /// frame handling takes it for every new entry.
+    func latencyQuantiles() -> LatencyQuantiles? {
+        let now = ExternalCache.now()
+        if let s = lock.withLock({ latencySummary }), now &- s.computed < 1_000_000_000 { return s.quantiles }
         let sorted = lock.withLock { latencies }.sorted()
+        guard let last = sorted.last else { return nil }
+        func q(_ x: Double) -> UInt64 { sorted[min(sorted.count - 1, Int(Double(sorted.count) * x))] }
+        let quantiles = LatencyQuantiles(count: sorted.count, median: q(0.5), p99: q(0.99), max: last)
+        lock.withLock { latencySummary = (now, quantiles) }
+        return quantiles
+    }
+
+    public func status(maxLag: UInt64 = 0) -> NodeStatus {
+        let latency = latencyQuantiles()
         return lock.withLock {
             var st = NodeStatus()
             let now = ExternalCache.now()
@@ -270,9 +289,9 @@ public final class StandbyNode: @unchecked Sendable {
                             + (cache.inBulk ? ", bulk transfer in progress" : ""))
             st.lines.append("anti-entropy: digests sent \(digestsSent), buckets repaired \(cache.bucketsRepaired)")
             st.lines.append("connections accepted \(connections), closed for a bad frame \(rejected)")
-            if !sorted.isEmpty {
-                func ms(_ q: Double) -> String { String(format: "%.3f", Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))]) / 1e6) }
-                st.lines.append("event latency of new entries (read from ctnetlink on the active node to applied here): median \(ms(0.5)) ms, p99 \(ms(0.99)) ms, max \(ms(1)) ms over \(sorted.count)")
+            if let l = latency {
+                func ms(_ v: UInt64) -> String { String(format: "%.3f", Double(v) / 1e6) }
+                st.lines.append("event latency of new entries (read from ctnetlink on the active node to applied here): median \(ms(l.median)) ms, p99 \(ms(l.p99)) ms, max \(ms(l.max)) ms over \(l.count)")
             }
             var fresh = false
             for p in peers.values {
@@ -297,10 +316,10 @@ public final class StandbyNode: @unchecked Sendable {
             st.sample("ctsync_replicate_connections_total", "counter", "Authenticated connections accepted.", Double(connections))
             st.sample("ctsync_replicate_refused_connections_total", "counter", "Connections closed for an invalid, unauthenticated or replayed frame.", Double(rejected))
             st.sample("ctsync_replicate_peers", "gauge", "Active nodes connected.", Double(peers.count + conntrackd.count))
-            if !sorted.isEmpty {
-                for q in [0.5, 0.99] {
+            if let l = latency {
+                for (q, v) in [(0.5, l.median), (0.99, l.p99)] {
                     st.sample("ctsync_replicate_event_latency_seconds", "summary", "Active node reads an event to standby applies it (new entries).",
-                              Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))]) / 1e9, labels: "{quantile=\"\(q)\"}")
+                              Double(v) / 1e9, labels: "{quantile=\"\(q)\"}")
                 }
             }
             return st
