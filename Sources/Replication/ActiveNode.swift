@@ -207,7 +207,7 @@ public final class ActiveNode: @unchecked Sendable {
                     // it); the standbys' copy still runs out when it did.
                     if let t = fresh.timeout { copy.renew(k, timeout: t, recorded: fresh.recorded) }
                 }
-                for (k, _) in copy.entries where current[k] == nil {
+                for (k, _) in copy.table where current[k] == nil {
                     // Gone from the kernel without a destroy event: rebuild a minimal entry.
                     var e = ConntrackEntry(original: k.tuple, reply: k.tuple.inverted())
                     e.zone = k.zone == 0 ? nil : k.zone
@@ -245,7 +245,7 @@ public final class ActiveNode: @unchecked Sendable {
             case .ack: if let n = UInt64(bigEndianBytes: f.payload) { p.acked = n }
             case .digest:
                 guard let theirs = try? TableDigest.decode(f.payload), !p.bulkInProgress else { break }
-                let ours = TableDigest.digests(copy.entries.map { (TableDigest.bucket(zone: $0.key.zone, tuple: $0.key.tuple), $0.value.digest) })
+                let ours = TableDigest.digests(copy.table.map { (TableDigest.bucket(zone: $0.key.zone, tuple: $0.key.tuple), $0.value.digest) })
                 let differ = (0..<TableDigest.buckets).filter { theirs[$0] != ours[$0] }
                 if !differ.isEmpty { repair(buckets: differ, to: p) }
             case .resyncRequest: sendAll(to: p)
@@ -439,7 +439,7 @@ public final class ActiveNode: @unchecked Sendable {
             }
             loop.execute { [self] in
                 guard p.session === s, !p.bulkInProgress else { return }
-                for (k, _) in copy.entries where wanted.contains(TableDigest.bucket(zone: k.zone, tuple: k.tuple)) { note(nil, for: k) }
+                for (k, _) in copy.table where wanted.contains(TableDigest.bucket(zone: k.zone, tuple: k.tuple)) { note(nil, for: k) }
                 for b in buckets {
                     let items = byBucket[b] ?? []
                     s.send(.bulkBegin, UInt64(items.count).bigEndianBytes + UInt32(b).bigEndianBytes4, flush: false)

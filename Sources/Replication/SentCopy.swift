@@ -215,6 +215,7 @@ struct SentCopy {
         var location: RecordArena.Location
     }
 
+    /// Every key with its entry.
     private(set) var table = ShardedTable<Entry>()
     private(set) var arena = RecordArena()
 
@@ -261,7 +262,4 @@ struct SentCopy {
         arena.compact(c) { moves.append(($0, $1)) }
         for (k, l) in moves { table[k]?.location = l }
     }
-
-    /// Every key with its entry.
-    var entries: ShardedTable<Entry> { table }
 }

@@ -41,13 +41,6 @@ struct ShardedTable<Value>: Sequence {
         }
     }
 
-    /// Calls `body` with the stored value of `key`, if there is one (no copy of the value).
-    func withValue<R>(_ key: EntryKey, _ body: (Value) -> R) -> R? {
-        shards[Self.shard(key)][key].map(body)
-    }
-
-    var isEmpty: Bool { count == 0 }
-
     /// Room for `n` entries in all (spread evenly, with some slack for an uneven spread).
     mutating func reserveCapacity(_ n: Int) {
         let each = n / Self.shardCount + n / (Self.shardCount * 8) + 16

@@ -56,36 +56,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A fresh namespace. The nft table: a ct state rule makes the kernel track the namespace's
-# own traffic (as on a router), and a `ct label set` rule, though it never matches, makes
-# the kernel give every new entry room for labels: without a rule that sets labels the
-# kernel drops the labels of created entries without an error (1 entry in 40 of the
-# snapshots has labels). conntrackd's own sync traffic is left untracked so that it adds
-# no entry to the tables being counted, and IPv6 is off (no neighbour discovery).
-fresh_ns() {
-  drop_ns "$1"
-  ip netns add "$1"
-  ip -n "$1" link set lo up
-  in_ns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-  in_ns "$1" nft -f - <<NFT
-table inet ctload {
-  chain raw_prerouting {
-    type filter hook prerouting priority raw; policy accept;
-    udp dport $port notrack
-  }
-  chain raw_output {
-    type filter hook output priority raw; policy accept;
-    udp dport $port notrack
-  }
-  chain output {
-    type filter hook output priority 0; policy accept;
-    ct state new counter
-    meta mark 0x7fffffff ct label set 127
-  }
-}
-NFT
-  make_room "$1"
-}
+# A fresh namespace (lib.sh); conntrackd's sync traffic left untracked.
+fresh_ns() { bench_ns "$1" "udp dport $port"; }
 
 # --- Timing ------------------------------------------------------------------------------
 # "seconds exit-status" of one run of a command, measured inside the namespace so that

@@ -78,40 +78,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A fresh namespace, as in load.sh: a ct state rule makes the kernel track the namespace's
-# own traffic, a `ct label set` rule (never matching) gives every entry room for labels
-# (without one the kernel drops the labels of created entries silently). Both daemons'
-# sync traffic is left untracked, so that it adds no entry to the tables being counted
-# (ctsync leaves its own connection out of what it replicates anyway; conntrackd needs an
-# ignore filter). IPv6 off (no neighbour discovery).
-fresh_ns() {
-  drop_ns "$1"
-  ip netns add "$1"
-  ip -n "$1" link set lo up
-  in_ns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-  in_ns "$1" nft -f - <<NFT
-table inet ctrepl {
-  chain raw_prerouting {
-    type filter hook prerouting priority raw; policy accept;
-    udp dport $port notrack
-    tcp dport $cport notrack
-    tcp sport $cport notrack
-  }
-  chain raw_output {
-    type filter hook output priority raw; policy accept;
-    udp dport $port notrack
-    tcp dport $cport notrack
-    tcp sport $cport notrack
-  }
-  chain output {
-    type filter hook output priority 0; policy accept;
-    ct state new counter
-    meta mark 0x7fffffff ct label set 127
-  }
-}
-NFT
-  make_room "$1"
-}
+# A fresh namespace (lib.sh); both daemons' sync traffic left untracked (ctsync leaves its
+# own connection out of what it replicates anyway; conntrackd needs an ignore filter).
+fresh_ns() { bench_ns "$1" "udp dport $port
+tcp dport $cport
+tcp sport $cport"; }
 
 # The pair: active (ctl0, 192.0.2.1) -- standby (ctl1, 192.0.2.2), and the active's
 # "uplink" d0 (198.51.100.1/24, no ARP) into the sink namespace, which has no address and
